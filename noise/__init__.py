@@ -1,0 +1,24 @@
+"""Fixed-noise files: create (seeded), load and validate, hash, import from .npy / .pt."""
+from noise.fixed_noise import (
+    GENERATOR,
+    FixedNoise,
+    NoiseFileError,
+    gaussian,
+    import_noise,
+    load_noise,
+    make_noise,
+    save_noise,
+    tensor_sha256,
+)
+
+__all__ = [
+    "GENERATOR",
+    "FixedNoise",
+    "NoiseFileError",
+    "gaussian",
+    "import_noise",
+    "load_noise",
+    "make_noise",
+    "save_noise",
+    "tensor_sha256",
+]

@@ -1,0 +1,83 @@
+"""Machine-readable outputs of one comparison: JSON summary, JUnit XML, Markdown table.
+
+Each takes the summary dict (the JSON contract of DESIGN.md), so every format says the same thing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+from reports.atomic import write_text
+
+
+def _json_safe(value):
+    """NaN/Inf are not JSON: write them as null so strict parsers (CI tools) can read the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(summary: dict, path: str | Path) -> Path:
+    return write_text(path, json.dumps(_json_safe(summary), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _case_name(check: dict) -> str:
+    if check["name"] == "finite":
+        return "finite: all actions finite"
+    return f"{check['name']} ATE {check['stat']} <= {check['threshold']:g} {check['unit']}"
+
+
+def junit_xml(summary: dict, suite_name: str = "verify-ate") -> str:
+    checks = summary["checks"]
+    failures = sum(not c["pass"] for c in checks)
+    suite = ET.Element("testsuite", name=suite_name, tests=str(len(checks)), failures=str(failures), errors="0", skipped="0")
+    label = f"{summary['ref'].get('device')} vs {summary['dut'].get('device')}"
+    for check in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{summary.get('robot', 'robot')}", name=_case_name(check))
+        if not check["pass"]:
+            failure = ET.SubElement(case, "failure", message=check["message"], type="GateFailed")
+            failure.text = f"{label}: {check['message']}"
+        else:
+            ET.SubElement(case, "system-out").text = check["message"]
+    suites = ET.Element("testsuites", name=suite_name, tests=str(len(checks)), failures=str(failures))
+    suites.append(suite)
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(summary: dict, path: str | Path) -> Path:
+    return write_text(path, junit_xml(summary))
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.6g}"
+
+
+def markdown_summary(summary: dict) -> str:
+    verdict = "PASS" if summary["pass"] else "FAIL"
+    stat = summary["position"]["stat"]
+    lines = [
+        f"### verify-ate: **{verdict}** ({summary['ref'].get('device')} {summary['ref'].get('dtype')} vs "
+        f"{summary['dut'].get('device')} {summary['dut'].get('dtype')}, {summary['n_steps']} steps, gate on {stat})",
+        "",
+        "| error | rmse | mean | median | std | min | max | p95 | bound | pass |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, unit in (("position", "m"), ("orientation", "rad")):
+        row = summary[key]
+        cells = [_number(row[s]) for s in ("rmse", "mean", "median", "std", "min", "max", "p95")]
+        lines.append(f"| {key} ({unit}) | " + " | ".join(cells) + f" | {row['threshold']:g} | {'yes' if row['pass'] else '**no**'} |")
+    lines.append("")
+    for check in summary["checks"]:
+        lines.append(f"- {'✅' if check['pass'] else '❌'} {check['message']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(summary: dict, path: str | Path) -> Path:
+    return write_text(path, markdown_summary(summary))

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Creates (or refreshes) the project's Python 3.12 virtual environment from nothing.
+# Sourced by bin/verify-ate and bin/run-tests; idempotent: a stamp of pyproject.toml and the
+# requested extras skips the install when nothing changed.
+#   VERIFY_ATE_VENV   where the environment lives (default: <repo>/.venv)
+#   VERIFY_ATE_PYTHON a Python 3.12 interpreter to use (default: found on this machine)
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${VERIFY_ATE_VENV:-$repo_root/.venv}"
+extras="${1:-pi0}"
+
+find_python312() {
+    local candidate
+    for candidate in "${VERIFY_ATE_PYTHON:-}" python3.12 /usr/bin/python3.12 /usr/local/bin/python3.12 \
+        "$HOME"/.pyenv/versions/3.12*/bin/python3.12 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+stamp_of() {
+    { cat "$repo_root/pyproject.toml"; echo "extras=$extras"; } | sha256sum | cut -d' ' -f1
+}
+
+stamp_file="$venv/.verify-ate-stamp"
+if [ -x "$venv/bin/python" ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(stamp_of)" ]; then
+    return 0 2>/dev/null || exit 0
+fi
+
+python312="$(find_python312)" || {
+    echo "bootstrap: Python 3.12 not found (lerobot 0.6 requires it). Install python3.12 or set VERIFY_ATE_PYTHON=/path/to/python3.12" >&2
+    exit 3
+}
+echo "bootstrap: creating $venv with $python312 (extras: $extras); the first run downloads torch and lerobot, several GB" >&2
+"$python312" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+"$venv/bin/python" -m pip install --quiet -e "$repo_root[$extras]" >&2
+stamp_of >"$stamp_file"

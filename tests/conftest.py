@@ -1,0 +1,62 @@
+"""Shared test helpers: paths, the real console script in a subprocess, artifact factories."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
+KOCH_MJCF = SHARED_REFERENCE / "koch_follower_kinematic.xml"
+CONSOLE_SCRIPT = Path(sys.executable).parent / "verify-ate"
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """The installed `verify-ate` console script, as a user runs it."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **(env or {})}
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "verify.cli"]
+    return subprocess.run(
+        [*command, *map(str, args)], cwd=cwd or REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def koch_actions(rng: np.random.Generator, n: int = 1, horizon: int = 50) -> np.ndarray:
+    """Smooth, in-limit Koch action chunks in dataset degrees, [n, horizon, 6]."""
+    from kinematics import load_robot
+
+    robot = load_robot("koch_v1_1")
+    lower, upper = robot.lower_limits, robot.upper_limits
+    centre, span = (lower + upper) / 2, (upper - lower) / 2
+    t = np.linspace(0, 1, horizon)[None, :, None]
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 5))
+    q_model = centre + 0.5 * span * np.sin(2 * np.pi * t + phase)
+    gripper = 20 + 10 * np.sin(2 * np.pi * t[..., 0] + phase[..., 0, :1])
+    return np.concatenate([robot.model_to_dataset(q_model), gripper[..., None]], axis=-1)
+
+
+def make_artifact(actions: np.ndarray, **meta_overrides):
+    from verify.artifact import SCHEMA, TrajectoryArtifact
+
+    meta = {
+        "schema": SCHEMA,
+        "robot": "koch_v1_1",
+        "joint_names": ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"],
+        "units": "deg",
+        "device": "cpu",
+        "dtype": "float32",
+        "noise_sha256": "a" * 64,
+        "observation_sha256": "b" * 64,
+        "checkpoint_sha256": "c" * 64,
+        "versions": {"python": sys.version.split()[0]},
+    }
+    meta.update(meta_overrides)
+    return TrajectoryArtifact(np.asarray(actions), meta)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,144 @@
+"""Trajectory artifacts: the action chunks one side produced, with where they came from.
+
+`.npz` (readable with allow_pickle=False): `actions` [N, T, J] float32/float64 in dataset units and
+`meta`, a 0-d string array of JSON (DESIGN.md "Trajectory artifact"). A bare `.npy` [T, J] or
+[N, T, J] is accepted too ("bring your own"), with its units given by the caller.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reports.atomic import atomic_path
+from verify.errors import InputError
+
+SCHEMA = "verify-ate/trajectory/v1"
+REQUIRED_META = (
+    "schema",
+    "robot",
+    "joint_names",
+    "units",
+    "device",
+    "dtype",
+    "noise_sha256",
+    "observation_sha256",
+    "checkpoint_sha256",
+    "versions",
+)
+
+
+@dataclass
+class TrajectoryArtifact:
+    actions: np.ndarray  # [N, T, J]
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else str(self.meta.get("device", "trajectory"))
+
+    @property
+    def n_nonfinite(self) -> int:
+        return int(np.sum(~np.isfinite(self.actions)))
+
+
+def save_artifact(artifact: TrajectoryArtifact, path: str | Path) -> Path:
+    missing = [key for key in REQUIRED_META if key not in artifact.meta]
+    if missing:
+        raise ValueError(f"artifact meta lacks {missing}")
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise InputError(f"{path}: trajectory artifacts are .npz files")
+    buffer = io.BytesIO()
+    np.savez(buffer, actions=artifact.actions, meta=np.array(json.dumps(artifact.meta, sort_keys=True)))
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(buffer.getvalue())
+    return path
+
+
+def load_artifact(path: str | Path, units: str | None = None, robot_name: str | None = None, joint_names=None) -> TrajectoryArtifact:
+    """Load and validate one side. `units`, `robot_name` and `joint_names` describe a bare .npy."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.suffix.lower() == ".npy":
+        return _load_bare_npy(path, units, robot_name, joint_names)
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not an .npz trajectory artifact (not a zip archive); a bare array must end in .npy")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+            if "actions" not in names or "meta" not in names:
+                raise InputError(f"{path}: artifact needs arrays 'actions' and 'meta', found {sorted(names) or 'none'}")
+            actions = archive["actions"]
+            meta_array = archive["meta"]
+    except InputError:
+        raise
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise InputError(f"{path}: holds pickled objects, which are never loaded (save plain arrays)") from None
+        raise InputError(f"{path}: unreadable npz ({error})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise InputError(f"{path}: unreadable npz ({error})") from None
+    if meta_array.ndim != 0 or meta_array.dtype.kind not in "US":
+        raise InputError(f"{path}: 'meta' must be a 0-d string array of JSON")
+    try:
+        meta = json.loads(str(meta_array))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: 'meta' is not JSON ({error})") from None
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise InputError(f"{path}: meta lacks {', '.join(missing)}")
+    if meta["schema"] != SCHEMA:
+        raise InputError(f"{path}: schema {meta['schema']!r} is not {SCHEMA!r}")
+    if units and units != meta["units"]:
+        raise InputError(f"{path}: --units {units} contradicts the artifact's own units {meta['units']!r}")
+    return TrajectoryArtifact(_validated_actions(actions, path, len(meta["joint_names"])), meta, path)
+
+
+def _load_bare_npy(path: Path, units: str | None, robot_name: str | None, joint_names) -> TrajectoryArtifact:
+    if units not in ("deg", "rad"):
+        raise InputError(f"{path}: a bare .npy needs --units deg or --units rad")
+    try:
+        actions = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise InputError(f"{path}: holds pickled objects, which are never loaded (save a plain array)") from None
+        raise InputError(f"{path}: not a readable .npy array ({error})") from None
+    except OSError as error:
+        raise InputError(f"{path}: not a readable .npy array ({error})") from None
+    if actions.ndim == 2:
+        actions = actions[None]
+    meta = {
+        "schema": SCHEMA,
+        "robot": robot_name,
+        "joint_names": list(joint_names or []),
+        "units": units,
+        "device": "unknown (bare .npy)",
+        "dtype": str(actions.dtype),
+        "noise_sha256": None,
+        "observation_sha256": None,
+        "checkpoint_sha256": None,
+        "versions": {},
+        "source": "bring-your-own .npy",
+    }
+    return TrajectoryArtifact(_validated_actions(actions, path, len(meta["joint_names"]) or None), meta, path)
+
+
+def _validated_actions(actions: np.ndarray, path: Path, n_joints: int | None) -> np.ndarray:
+    if actions.dtype not in (np.float32, np.float64):
+        raise InputError(f"{path}: actions are {actions.dtype}, expected float32 or float64")
+    if actions.ndim != 3:
+        raise InputError(f"{path}: actions must be [T, J] or [N, T, J], got shape {list(actions.shape)}")
+    if 0 in actions.shape:
+        raise InputError(f"{path}: actions are empty, shape {list(actions.shape)}")
+    if n_joints is not None and actions.shape[-1] != n_joints:
+        raise InputError(f"{path}: actions have {actions.shape[-1]} joints, expected {n_joints}")
+    return actions

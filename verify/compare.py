@@ -1,0 +1,121 @@
+"""The comparator: two trajectory artifacts in, ATE and a gate verdict out."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kinematics import Poses, RobotModel, dataset_forward_kinematics
+from verify.artifact import TrajectoryArtifact
+from verify.errors import InputError
+from verify.gate import GateConfig, GateResult, judge
+from verify.metrics import AbsoluteTrajectoryError, joint_max_abs_errors
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    reference: TrajectoryArtifact
+    under_test: TrajectoryArtifact
+    robot: RobotModel
+    reference_poses: Poses
+    under_test_poses: Poses
+    position: AbsoluteTrajectoryError
+    orientation: AbsoluteTrajectoryError
+    joint_errors: dict[str, float]
+    gate: GateResult
+    config: GateConfig
+    forced: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.gate.passed
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.position.errors.size)
+
+    def summary(self) -> dict:
+        """The JSON summary of DESIGN.md (metres and radians; joints in the artifacts' units)."""
+
+        def series(ate: AbsoluteTrajectoryError, threshold: float) -> dict:
+            check = self.gate.check(ate.name)
+            return {
+                **ate.statistics.as_dict(),
+                "threshold": threshold,
+                "stat": self.config.statistic,
+                "pass": check.passed,
+                "unit": ate.unit,
+            }
+
+        return {
+            "pass": self.passed,
+            "position": series(self.position, self.config.position_tolerance_m),
+            "orientation": series(self.orientation, self.config.orientation_tolerance_rad),
+            "joints": self.joint_errors,
+            "joint_units": self.reference.meta["units"],
+            "finite": self.gate.check("finite").passed,
+            "n_steps": self.n_steps,
+            "shape": list(self.reference.actions.shape),
+            "robot": self.robot.name,
+            "forced": self.forced,
+            "checks": [
+                {"name": c.name, "pass": c.passed, "value": c.value, "threshold": c.threshold, "unit": c.unit, "stat": c.statistic, "message": c.message}
+                for c in self.gate.checks
+            ],
+            "ref": self.reference.meta,
+            "dut": self.under_test.meta,
+        }
+
+
+def check_comparable(reference: TrajectoryArtifact, under_test: TrajectoryArtifact, robot: RobotModel, force: bool) -> None:
+    """Refuse (InputError) pairs whose comparison would mean nothing."""
+    for artifact in (reference, under_test):
+        names = artifact.meta.get("joint_names") or list(robot.dataset_joint_names)
+        if list(names) != list(robot.dataset_joint_names):
+            raise InputError(f"{artifact.label}: joints {list(names)} are not robot {robot.name}'s {list(robot.dataset_joint_names)}")
+        if artifact.actions.shape[-1] != len(robot.dataset_joint_names):
+            raise InputError(
+                f"{artifact.label}: actions have {artifact.actions.shape[-1]} joints, robot {robot.name} has {len(robot.dataset_joint_names)}"
+            )
+        declared = artifact.meta.get("robot")
+        if declared and declared != robot.name:
+            raise InputError(f"{artifact.label}: made for robot {declared!r}, compared as {robot.name!r} (pass --robot {declared})")
+    if reference.actions.shape != under_test.actions.shape:
+        ref_n, ref_t = reference.actions.shape[:2]
+        dut_n, dut_t = under_test.actions.shape[:2]
+        what = "chunk count N" if ref_n != dut_n else "horizon T"
+        raise InputError(
+            f"{under_test.label}: {what} differs from {reference.label}: shape {list(under_test.actions.shape)} vs {list(reference.actions.shape)}"
+        )
+    if force:
+        return
+    for key, what in (("noise_sha256", "noise"), ("observation_sha256", "observation")):
+        ref_hash, dut_hash = reference.meta.get(key), under_test.meta.get(key)
+        if ref_hash and dut_hash and ref_hash != dut_hash:
+            raise InputError(
+                f"{under_test.label}: {what} sha256 {dut_hash[:12]}... differs from {reference.label}'s {ref_hash[:12]}...: "
+                "the two runs did not see the same input (use --force to compare anyway)"
+            )
+
+
+def compare(reference: TrajectoryArtifact, under_test: TrajectoryArtifact, robot: RobotModel, config: GateConfig, force: bool = False) -> ComparisonResult:
+    check_comparable(reference, under_test, robot, force)
+    reference_poses = dataset_forward_kinematics(robot, reference.actions, reference.meta["units"])
+    under_test_poses = dataset_forward_kinematics(robot, under_test.actions, under_test.meta["units"])
+    position = AbsoluteTrajectoryError.position(reference_poses, under_test_poses)
+    orientation = AbsoluteTrajectoryError.orientation(reference_poses, under_test_poses)
+    ref_units = _to_units(reference.actions, reference.meta["units"], reference.meta["units"])
+    dut_units = _to_units(under_test.actions, under_test.meta["units"], reference.meta["units"])
+    joint_errors = joint_max_abs_errors(ref_units, dut_units, robot.dataset_joint_names)
+    n_nonfinite = reference.n_nonfinite + under_test.n_nonfinite
+    return ComparisonResult(
+        reference, under_test, robot, reference_poses, under_test_poses, position, orientation, joint_errors,
+        judge(position, orientation, n_nonfinite, config), config, force,
+    )
+
+
+def _to_units(actions: np.ndarray, units: str, target: str) -> np.ndarray:
+    actions = np.asarray(actions, dtype=np.float64)
+    if units == target:
+        return actions
+    return np.degrees(actions) if target == "deg" else np.radians(actions)

@@ -1,0 +1,50 @@
+"""Joint-log CSV in, pose CSV out (DESIGN.md "FK CSV")."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kinematics import Poses, RobotModel
+from kinematics.rotations import matrix_to_quaternion
+from reports.atomic import atomic_path
+from verify.errors import InputError
+
+POSE_COLUMNS = ["x", "y", "z", "qw", "qx", "qy", "qz"]
+
+
+def read_joint_csv(path: Path, robot: RobotModel) -> np.ndarray:
+    """[rows, n_dataset_joints] in dataset order; a missing gripper column is filled with 0 (it never moves the TCP)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
+    missing = [name for name in robot.joint_names if name not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: missing joint columns {missing} (needs {list(robot.dataset_joint_names)})")
+    if len(frame) == 0:
+        raise InputError(f"{path}: no rows")
+    columns = []
+    for name in robot.dataset_joint_names:
+        if name not in frame.columns:
+            columns.append(np.zeros(len(frame)))
+            continue
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise InputError(f"{path}: column {name!r} row {int(np.argmax(bad)) + 2} is not a finite number")
+        columns.append(values)
+    return np.stack(columns, axis=-1)
+
+
+def write_pose_csv(poses: Poses, path: Path) -> Path:
+    position = np.asarray(poses.position, dtype=np.float64).reshape(-1, 3)
+    quaternion = matrix_to_quaternion(poses.rotation).reshape(-1, 4)
+    table = pd.DataFrame(np.concatenate([position, quaternion], axis=1), columns=POSE_COLUMNS)
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=False, float_format="%.9f")
+    return Path(path)
