@@ -98,6 +98,8 @@ def load_artifact(path: str | Path, units: str | None = None, robot_name: str | 
         raise InputError(f"{path}: meta lacks {', '.join(missing)}")
     if meta["schema"] != SCHEMA:
         raise InputError(f"{path}: schema {meta['schema']!r} is not {SCHEMA!r}")
+    if meta["units"] not in ("deg", "rad"):
+        raise InputError(f"{path}: units {meta['units']!r} must be 'deg' or 'rad'")
     if units and units != meta["units"]:
         raise InputError(f"{path}: --units {units} contradicts the artifact's own units {meta['units']!r}")
     return TrajectoryArtifact(_validated_actions(actions, path, len(meta["joint_names"])), meta, path)

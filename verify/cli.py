@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("verify-ate: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    except Exception as error:  # noqa: BLE001 - a crash must not read as "gate failed" (exit 1)
+        import traceback
+
+        traceback.print_exc()
+        print(f"verify-ate: runtime failure: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
 
 
 def _dispatch(command: str, argv: list[str]) -> int:

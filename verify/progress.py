@@ -1,0 +1,88 @@
+"""A small progress reporter on stderr: what the tool is doing now, and for how long it has run.
+
+On a terminal it redraws one line (a bar, `\\r`); anywhere else (CI logs, files, pipes) it prints
+one plain line per step, because a log keeps every `\\r` redraw as noise and loses nothing by
+having a line per step. `quiet=True` prints nothing. stdout stays free for results.
+
+    with Progress(3) as progress:
+        progress.step("loading checkpoint")
+        progress.step("running dut (cpu bfloat16)")
+        ...
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+BAR_WIDTH = 20
+
+
+class Progress:
+    def __init__(self, total: int | None, quiet: bool = False, stream=None, clock=time.monotonic):
+        if total is not None and total < 0:
+            raise ValueError(f"total must be >= 0, not {total}")
+        self.total = total
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stderr
+        self._clock = clock
+        self._started = clock()
+        self.count = 0
+        self.message = ""
+        self._closed = False
+        self._line_open = False  # a redrawn terminal line that still needs its newline
+        isatty = getattr(self.stream, "isatty", None)
+        self.interactive = bool(isatty and isatty())
+
+    @property
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def _counter(self) -> str:
+        return f"{self.count}/{self.total}" if self.total is not None else str(self.count)
+
+    def format_line(self) -> str:
+        """`[3/10] running dut (cpu bfloat16) 12.3s` (plain), or with a bar in front on a terminal."""
+        text = f"[{self._counter()}] {self.message} {self.elapsed:.1f}s"
+        if not self.interactive or not self.total:
+            return text
+        filled = min(BAR_WIDTH, round(BAR_WIDTH * self.count / self.total))
+        return f"{'#' * filled}{'.' * (BAR_WIDTH - filled)} {text}"
+
+    def _write(self, line: str) -> None:
+        if self.quiet:
+            return
+        if self.interactive:
+            # \r + erase-to-end-of-line: a shorter message leaves no tail of the previous one.
+            self.stream.write(f"\r{line}\x1b[K")
+            self._line_open = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def step(self, message: str) -> None:
+        """Starts the next step: advances the counter and shows `message` with the elapsed time."""
+        if self._closed:
+            raise RuntimeError("progress already closed")
+        self.count += 1
+        self.message = str(message)
+        self._write(self.format_line())
+
+    def close(self, message: str | None = None) -> None:
+        """Ends the display with a final line (`done`, or `message`) and the total time; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.quiet:
+            return
+        self.message = message if message is not None else "done"
+        self._write(self.format_line())
+        if self._line_open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._line_open = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("interrupted" if exc_type is KeyboardInterrupt else ("failed" if exc_type else None))
