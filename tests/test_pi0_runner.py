@@ -55,6 +55,17 @@ def make_frames(count: int, seed: int = 0) -> list[dict]:
     return frames
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_cpu_thread():
+    # On this 2-core machine, with other test processes running, torch's two OpenMP threads
+    # oversubscribe the cores and a tiny forward slows 10-20x; one thread is steady (same numbers
+    # for every test in the module: the bit-identity checks compare runs of the same setting).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return ensure_tiny_checkpoint(tmp_path_factory.mktemp("pi0_cache"), STATS, seed=0)

@@ -44,6 +44,9 @@ def build_main_parser() -> argparse.ArgumentParser:
     add_input_arguments(parser)
     add_gate_arguments(parser)
     add_output_arguments(parser)
+    from verify.sweep_cli import add_trace_arguments
+
+    add_trace_arguments(parser)
     return parser
 
 
@@ -96,6 +99,9 @@ def main_form(argv: list[str]) -> int:
         under_test, _ = run_side(sides[1], inputs, progress)
         progress.step("comparing")
         result = compare(reference, under_test, robot, config)
+        from verify.sweep_cli import publish_trace, trace_one_shot, trace_wanted
+
+        trace = trace_one_shot(args, sides, inputs, noise, result, progress) if trace_wanted(args, result.passed) else None
         progress.step("writing the report" if args.out else "writing results")
         if args.out is not None:
             from noise import save_noise
@@ -105,7 +111,11 @@ def main_form(argv: list[str]) -> int:
             save_artifact(under_test, args.out / "dut.npz")
             save_noise(noise, args.out / "noise.safetensors")
         summary_text = io.StringIO()
-        publish(result, out_dir=args.out, json_path=args.json, junit_path=args.junit, stream=summary_text)
+        summary = publish(result, out_dir=args.out, json_path=args.json, junit_path=args.junit, stream=summary_text)
+        if trace is not None:  # the trace's verdict line, trace.json, and its section on the page
+            from verify.outputs import report_arrays
+
+            publish_trace(trace, summary, args.out, args.json, report_arrays(result), stream=summary_text)
     print(summary_text.getvalue(), end="")
     return EXIT_PASS if result.passed else EXIT_GATE_FAILED
 
@@ -113,6 +123,10 @@ def main_form(argv: list[str]) -> int:
 def dispatch(command: str, argv: list[str]) -> int:
     if command == "run":
         return run_one_side(build_run_parser().parse_args(argv))
+    if command == "sweep":
+        from verify.sweep_cli import sweep_main
+
+        return sweep_main(argv)
     raise InputError(f"unknown subcommand {command!r}")
 
 

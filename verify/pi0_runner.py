@@ -13,6 +13,7 @@ import contextlib
 import gc
 import hashlib
 import io
+import logging
 import os
 import platform
 import resource
@@ -170,6 +171,8 @@ class Pi0Runner:
         if iters < 1 or warmup < 0:
             raise InputError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
         noise_tensor = self._noise_tensor(noise, len(frames))
+        from verify.devices import DeviceTimer, synchronize
+
         timer = DeviceTimer(self.device)
         totals, models, pres, posts = [], [], [], []
         for index in range(warmup + iters):
@@ -203,6 +206,8 @@ class Pi0Runner:
             if hasattr(self, name):
                 delattr(self, name)
         gc.collect()
+        from verify.devices import empty_cache
+
         empty_cache(self.device)
 
     def __enter__(self):
@@ -268,7 +273,7 @@ def _load_policy(folder: Path, config, strict: bool):
 
     printed = io.StringIO()
     try:
-        with checkpoint_architecture(folder), contextlib.redirect_stdout(printed):
+        with checkpoint_architecture(folder), contextlib.redirect_stdout(printed), _without_patch_embedding_notice():
             policy = PI0Policy.from_pretrained(str(folder), config=config, strict=strict, local_files_only=True)
     except (RuntimeError, AssertionError) as error:  # torch asserts "not compiled with CUDA enabled"
         if _device_error(error):
@@ -276,6 +281,25 @@ def _load_policy(folder: Path, config, strict: bool):
         raise
     verify_weights_loaded(policy, folder / WEIGHTS_FILE, printed.getvalue())
     return policy.eval()
+
+
+class _PatchEmbeddingNotice(logging.Filter):
+    """lerobot 0.6.1 logs 'Vision embedding key might need handling' for every pi0 checkpoint (every one
+    has a patch embedding); verify_weights_loaded checks those tensors for real, so the notice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Vision embedding key might need handling")
+
+
+@contextlib.contextmanager
+def _without_patch_embedding_notice():
+    notice = _PatchEmbeddingNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def verify_weights_loaded(policy, weights_path: Path, lerobot_log: str = "") -> None:
@@ -444,58 +468,6 @@ def stack_frames(frames: list[dict], camera_keys: list[str]) -> dict:
         raise InputError("every frame needs a 'task' string (the language instruction pi0 is prompted with)")
     batch["task"] = tasks
     return batch
-
-
-# ---------------------------------------------------------------- device helpers (to move to verify/devices.py)
-
-
-def synchronize(device) -> None:
-    """Wait for all queued work on `device` (no-op on CPU)."""
-    import torch
-
-    kind = torch.device(device).type
-    if kind == "cuda":
-        torch.cuda.synchronize(device)
-    elif kind == "npu":
-        torch.npu.synchronize(device)  # attribute provided by torch_npu
-
-
-def empty_cache(device) -> None:
-    import torch
-
-    kind = torch.device(device).type
-    if kind == "cuda":
-        torch.cuda.empty_cache()
-    elif kind == "npu":
-        torch.npu.empty_cache()
-
-
-class DeviceTimer:
-    """Milliseconds of one region: device events on cuda/npu, perf_counter after a sync elsewhere."""
-
-    def __init__(self, device):
-        import torch
-
-        self.device = torch.device(device)
-        module = getattr(torch, self.device.type, None) if self.device.type in ("cuda", "npu") else None
-        self._events = getattr(module, "Event", None)
-        self.kind = f"{self.device.type}-event" if self._events else "perf_counter"
-
-    @contextlib.contextmanager
-    def measure(self):
-        box = {}
-        synchronize(self.device)
-        if self._events:
-            start, end = self._events(enable_timing=True), self._events(enable_timing=True)
-            start.record()
-            yield lambda: box["ms"]
-            end.record()
-            end.synchronize()
-            box["ms"] = float(start.elapsed_time(end))
-        else:
-            began = time.perf_counter()
-            yield lambda: box["ms"]
-            box["ms"] = (time.perf_counter() - began) * 1e3
 
 
 # ---------------------------------------------------------------- provenance
