@@ -12,7 +12,6 @@ arithmetic and libm's log/sqrt/cos/sin are involved, so every platform gives the
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +185,3 @@ def import_noise(source: str | Path, created_by: str | None = None) -> FixedNois
     noise = _validated(values, source, {})
     return FixedNoise(noise.values, None, f"imported:{source.name}", created_by or "verify-ate noise import")
 
-
-def describe(noise: FixedNoise) -> str:
-    return json.dumps(noise.summary(), indent=2)

@@ -56,7 +56,7 @@ class ReportArrays:
     orientation_errors: np.ndarray  # [N, T] rad
 
 
-def _environment() -> Environment:
+def template_environment() -> Environment:
     return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
@@ -293,7 +293,7 @@ def page_context(summary: dict, arrays: ReportArrays, figures: list[dict]) -> di
 
 
 def render_html(summary: dict, arrays: ReportArrays, figures: list[dict]) -> str:
-    return _environment().get_template("report.html").render(**page_context(summary, arrays, figures))
+    return template_environment().get_template("report.html").render(**page_context(summary, arrays, figures))
 
 
 def render_report(out_dir: str | Path, summary: dict, arrays: ReportArrays) -> Path:

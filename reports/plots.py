@@ -27,7 +27,7 @@ BOUND_COLOUR = "#c62828"
 PATH_COLOURS = (REFERENCE_COLOUR, UNDER_TEST_COLOUR, "#2e7d32", "#6a1b9a", "#00838f", "#8d6e63")
 DPI = 110
 
-_STYLE = {
+STYLE = {
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.titleweight": "bold",
@@ -40,7 +40,7 @@ _STYLE = {
 }
 
 
-def _save(figure, out_png: str | Path, tight: bool = True) -> Path:
+def save_figure(figure, out_png: str | Path, tight: bool = True) -> Path:
     """Render to memory first, so the file appears complete (atomic rename) or not at all.
 
     `tight` crops to the drawn content (one extra layout pass); grids set their margins themselves.
@@ -51,7 +51,7 @@ def _save(figure, out_png: str | Path, tight: bool = True) -> Path:
     return write_bytes(out_png, buffer.getvalue())
 
 
-def _plain(text) -> str:
+def plain_text(text) -> str:
     """Data text (joint names, devices) shown literally: no mathtext from '$', no hidden '_label' legend entries."""
     text = str(text).replace("$", r"\$")
     return " " + text if text.startswith("_") else text
@@ -63,11 +63,11 @@ def _finite_or_nan(values) -> np.ndarray:
     return values
 
 
-def _count_nonfinite(values) -> int:
+def count_nonfinite(values) -> int:
     return int(np.sum(~np.isfinite(np.asarray(values, dtype=np.float64))))
 
 
-def _nonfinite_note(axes, count: int, what: str = "values") -> None:
+def note_nonfinite(axes, count: int, what: str = "values") -> None:
     if count:
         axes.text(
             0.5, 0.5, f"{count} non-finite {what} not shown", transform=axes.transAxes, ha="center", va="center",
@@ -98,7 +98,7 @@ def plot_end_effector_path(
     The box always holds the base, so a path that is far away or under the table (a wrong joint
     sign or offset) is visible at a glance; points under the table are counted in red.
     """
-    labelled = [(_plain(label), as_paths(positions)) for label, positions in paths.items()]
+    labelled = [(plain_text(label), as_paths(positions)) for label, positions in paths.items()]
     if not labelled:
         raise ValueError("no paths to plot")
     base = np.asarray(base_position, dtype=np.float64)
@@ -114,7 +114,7 @@ def plot_end_effector_path(
     lows, highs = centre - half, centre + half
     lows[2] = min(lows[2], -0.02)  # the table plane always shows, even for a path far above it
 
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         figure = plt.figure(figsize=(6.4, 5.6))
         axes = figure.add_subplot(projection="3d")
         table = [
@@ -125,7 +125,7 @@ def plot_end_effector_path(
         axes.plot([base[0], base[0]], [base[1], base[1]], [0.0, base[2]], color="black", linewidth=1)
         for index, (label, group) in enumerate(labelled):
             colour = PATH_COLOURS[index % len(PATH_COLOURS)]
-            style = {_plain(k): v for k, v in (linestyles or {}).items()}.get(label, "-" if index == 0 else "--")
+            style = {plain_text(k): v for k, v in (linestyles or {}).items()}.get(label, "-" if index == 0 else "--")
             if len(group) > 1:  # the other chunks as one collection: hundreds of chunks draw as fast as one
                 axes.add_collection3d(Line3DCollection([_finite_or_nan(p) for p in group[1:]], colors=colour, linewidths=0.9,
                                                        linestyles=style, alpha=0.4))
@@ -153,8 +153,8 @@ def plot_end_effector_path(
             notes.append(f"{n_nonfinite} non-finite positions not shown")
         figure.text(0.02, 0.01, "\n".join(notes), fontsize=8, color=BOUND_COLOUR if (n_below or n_nonfinite) else "#555555")
         axes.legend(loc="upper left", bbox_to_anchor=(0.0, 1.0))
-        axes.set_title(_plain(title) if title else "end-effector path")
-    return _save(figure, out_png)
+        axes.set_title(plain_text(title) if title else "end-effector path")
+    return save_figure(figure, out_png)
 
 
 def _chunk_lines(steps: np.ndarray, values: np.ndarray, label: str | None = None) -> LineCollection:
@@ -167,7 +167,7 @@ def _other_chunks(n_chunks: int) -> str:
     return "chunk 1" if n_chunks == 2 else f"chunks 1-{n_chunks - 1}"
 
 
-def _error_axis_scale(axes, values: np.ndarray, bound: float) -> str:
+def set_error_axis_scale(axes, values: np.ndarray, bound: float) -> str:
     """Log scale when the errors sit far below the bound, so their shape stays visible beside it."""
     finite = values[np.isfinite(values)]
     positive = finite[finite > 0]
@@ -194,7 +194,7 @@ def plot_step_errors(
     errors = errors.reshape(-1, errors.shape[-1]) if errors.ndim >= 1 else errors.reshape(1, 1)
     n_chunks, horizon = errors.shape
     steps = np.arange(horizon)
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         figure, axes = plt.subplots(figsize=(6.4, 3.6))
         if n_chunks > 1:
             axes.add_collection(_chunk_lines(steps, errors[1:], label=_other_chunks(n_chunks)))
@@ -202,15 +202,15 @@ def plot_step_errors(
         axes.axhline(bound, color=BOUND_COLOUR, linestyle="--", linewidth=1.4, label=f"bound {bound:g} {unit}")
         if gated_value is not None and np.isfinite(gated_value):
             axes.axhline(gated_value, color="#2e7d32", linestyle=":", linewidth=1.4, label=f"{statistic} {gated_value:.3g} {unit} (gated)")
-        scale = _error_axis_scale(axes, errors, bound)
+        scale = set_error_axis_scale(axes, errors, bound)
         axes.set_xlim(0, max(horizon - 1, 1))
         axes.set_xlabel("step in chunk")
         axes.set_ylabel(f"{name} error ({unit})")
         chunks = f", {n_chunks} chunks" if n_chunks > 1 else ""
         axes.set_title(f"per-step {name} error{chunks} ({scale})")
         axes.legend(loc="upper right")
-        _nonfinite_note(axes, _count_nonfinite(errors), "errors")
-    return _save(figure, out_png)
+        note_nonfinite(axes, count_nonfinite(errors), "errors")
+    return save_figure(figure, out_png)
 
 
 def _joint_grid(n_joints: int):
@@ -227,38 +227,38 @@ def _joint_grid(n_joints: int):
 def plot_joint_traces(reference, under_test, joint_names: Sequence[str], out_png: str | Path, unit: str = "deg",
                       reference_label: str = "reference", under_test_label: str = "under test") -> Path:
     """Reference vs under-test trace per joint, chunk 0 only (stated in the title when N > 1)."""
-    unit = _plain(unit)
+    unit = plain_text(unit)
     reference = np.asarray(reference, dtype=np.float64)
     under_test = np.asarray(under_test, dtype=np.float64)
     n_chunks = reference.shape[0] if reference.ndim == 3 else 1
     reference = reference.reshape(-1, *reference.shape[-2:])[0]
     under_test = under_test.reshape(-1, *under_test.shape[-2:])[0]
     steps = np.arange(reference.shape[0])
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         figure, panels = _joint_grid(reference.shape[-1])
         for j, axes in enumerate(panels[: reference.shape[-1]]):
-            axes.plot(steps, _finite_or_nan(reference[:, j]), color=REFERENCE_COLOUR, linewidth=1.8, label=_plain(reference_label))
-            axes.plot(steps, _finite_or_nan(under_test[:, j]), "--", color=UNDER_TEST_COLOUR, linewidth=1.3, label=_plain(under_test_label))
-            axes.set_title(_plain(joint_names[j]) if j < len(joint_names) else f"joint {j}")
+            axes.plot(steps, _finite_or_nan(reference[:, j]), color=REFERENCE_COLOUR, linewidth=1.8, label=plain_text(reference_label))
+            axes.plot(steps, _finite_or_nan(under_test[:, j]), "--", color=UNDER_TEST_COLOUR, linewidth=1.3, label=plain_text(under_test_label))
+            axes.set_title(plain_text(joint_names[j]) if j < len(joint_names) else f"joint {j}")
             axes.set_ylabel(unit)
-            _nonfinite_note(axes, _count_nonfinite(reference[:, j]) + _count_nonfinite(under_test[:, j]))
+            note_nonfinite(axes, count_nonfinite(reference[:, j]) + count_nonfinite(under_test[:, j]))
         for axes in panels[-3:]:
             axes.set_xlabel("step in chunk")
         handles, labels = panels[0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="upper right", ncol=2, frameon=False, bbox_to_anchor=(0.99, 1.0))
         which = f"chunk 0 of {n_chunks}" if n_chunks > 1 else "one chunk"
         figure.suptitle(f"joint trajectories, reference vs under test ({unit}, {which})", fontweight="bold", x=0.01, ha="left")
-    return _save(figure, out_png, tight=False)
+    return save_figure(figure, out_png, tight=False)
 
 
 def plot_joint_errors(reference, under_test, joint_names: Sequence[str], out_png: str | Path, unit: str = "deg") -> Path:
     """|reference - under test| per joint and step: chunk 0 bold, other chunks thin grey."""
-    unit = _plain(unit)
+    unit = plain_text(unit)
     difference = np.abs(np.asarray(reference, dtype=np.float64) - np.asarray(under_test, dtype=np.float64))
     difference = difference.reshape(-1, *difference.shape[-2:])  # [N, T, J]
     n_chunks, horizon, n_joints = difference.shape
     steps = np.arange(horizon)
-    with plt.rc_context(_STYLE):
+    with plt.rc_context(STYLE):
         figure, panels = _joint_grid(n_joints)
         for j, axes in enumerate(panels[:n_joints]):
             if n_chunks > 1:
@@ -267,13 +267,13 @@ def plot_joint_errors(reference, under_test, joint_names: Sequence[str], out_png
             column = difference[:, :, j]
             finite = column[np.isfinite(column)]
             worst = f"max {np.max(finite):.3g} {unit}" if len(finite) else "no finite values"
-            name = _plain(joint_names[j]) if j < len(joint_names) else f"joint {j}"
+            name = plain_text(joint_names[j]) if j < len(joint_names) else f"joint {j}"
             axes.set_title(f"{name}  ({worst})")
             axes.set_ylabel(f"|error| ({unit})")
             axes.set_ylim(bottom=0, top=(float(np.max(finite)) * 1.15 if len(finite) and np.max(finite) > 0 else 1.0))
-            _nonfinite_note(axes, _count_nonfinite(column))
+            note_nonfinite(axes, count_nonfinite(column))
         for axes in panels[-3:]:
             axes.set_xlabel("step in chunk")
         which = f"all {n_chunks} chunks, chunk 0 in colour" if n_chunks > 1 else "one chunk"
         figure.suptitle(f"absolute joint error per step ({unit}, {which})", fontweight="bold", x=0.01, ha="left")
-    return _save(figure, out_png, tight=False)
+    return save_figure(figure, out_png, tight=False)

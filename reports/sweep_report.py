@@ -114,7 +114,7 @@ def plot_error_distribution(position_errors, orientation_errors, summary: dict, 
     """Histogram and CDF of every per-step error of the sweep, position and orientation, bounds drawn."""
     import matplotlib.pyplot as plt
 
-    with plt.rc_context(plots._STYLE):
+    with plt.rc_context(plots.STYLE):
         figure, grid = plt.subplots(2, 2, figsize=(10.5, 6.6))
         for row, (key, errors, colour) in enumerate((("position", position_errors, plots.REFERENCE_COLOUR),
                                                       ("orientation", orientation_errors, plots.UNDER_TEST_COLOUR))):
@@ -124,16 +124,16 @@ def plot_error_distribution(position_errors, orientation_errors, summary: dict, 
             gated = (series["stat"], series.get(series["stat"]) if isinstance(series.get(series["stat"]), (int, float)) else math.nan)
             _histogram(grid[row, 0], values, series["threshold"], unit, gated, colour, f"{key} error per step: histogram ({len(values)} steps)")
             _cdf(grid[row, 1], values, series["threshold"], unit, colour, f"{key} error per step: CDF")
-            plots._nonfinite_note(grid[row, 0], plots._count_nonfinite(errors), "errors")
+            plots.note_nonfinite(grid[row, 0], plots.count_nonfinite(errors), "errors")
         figure.tight_layout()
-    return plots._save(figure, out_png)
+    return plots.save_figure(figure, out_png)
 
 
 def plot_frame_statistic(position_stat, orientation_stat, statistic: str, summary: dict, out_png: Path) -> Path:
     """Distribution of each frame's own statistic (one value per chunk), with the bounds."""
     import matplotlib.pyplot as plt
 
-    with plt.rc_context(plots._STYLE):
+    with plt.rc_context(plots.STYLE):
         figure, grid = plt.subplots(1, 2, figsize=(10.5, 3.4))
         for axes, key, values, colour in ((grid[0], "position", position_stat, plots.REFERENCE_COLOUR),
                                           (grid[1], "orientation", orientation_stat, plots.UNDER_TEST_COLOUR)):
@@ -141,16 +141,16 @@ def plot_frame_statistic(position_stat, orientation_stat, statistic: str, summar
             unit = series.get("unit", "m" if key == "position" else "rad")
             finite = _finite(values)
             _histogram(axes, finite, series["threshold"], unit, None, colour, f"per-frame {key} {statistic} ({len(finite)} frames)")
-            plots._nonfinite_note(axes, plots._count_nonfinite(values), "frames")
+            plots.note_nonfinite(axes, plots.count_nonfinite(values), "frames")
         figure.tight_layout()
-    return plots._save(figure, out_png)
+    return plots.save_figure(figure, out_png)
 
 
 def plot_frame_errors(frame: WorstFrame, summary: dict, out_png: Path) -> Path:
     """One frame's per-step position and orientation error with the bounds."""
     import matplotlib.pyplot as plt
 
-    with plt.rc_context(plots._STYLE):
+    with plt.rc_context(plots.STYLE):
         figure, grid = plt.subplots(1, 2, figsize=(10.5, 3.0))
         for axes, key, errors, colour in ((grid[0], "position", frame.position_errors, plots.REFERENCE_COLOUR),
                                           (grid[1], "orientation", frame.orientation_errors, plots.UNDER_TEST_COLOUR)):
@@ -160,15 +160,15 @@ def plot_frame_errors(frame: WorstFrame, summary: dict, out_png: Path) -> Path:
             steps = np.arange(len(errors))
             axes.plot(steps, np.where(np.isfinite(errors), errors, np.nan), color=colour, linewidth=1.6, label=f"{key} error")
             axes.axhline(series["threshold"], color=plots.BOUND_COLOUR, linestyle="--", linewidth=1.4, label=f"bound {series['threshold']:g} {unit}")
-            plots._error_axis_scale(axes, errors, series["threshold"])
+            plots.set_error_axis_scale(axes, errors, series["threshold"])
             axes.set_xlim(0, max(len(errors) - 1, 1))
             axes.set_xlabel("step in chunk")
             axes.set_ylabel(f"{key} error ({unit})")
-            axes.set_title(f"{plots._plain(frame.name)}: {key}")
+            axes.set_title(f"{plots.plain_text(frame.name)}: {key}")
             axes.legend(loc="upper right")
-            plots._nonfinite_note(axes, plots._count_nonfinite(errors), "errors")
+            plots.note_nonfinite(axes, plots.count_nonfinite(errors), "errors")
         figure.tight_layout()
-    return plots._save(figure, out_png)
+    return plots.save_figure(figure, out_png)
 
 
 def _entry_phase_kind(phase: str) -> str:
@@ -186,7 +186,7 @@ def plot_trace(trace: dict, out_png: Path) -> Path:
     cosine = np.array([np.nan if e["cosine"] is None else e["cosine"] for e in entries], dtype=np.float64)
     kinds = np.array([_entry_phase_kind(e["phase"]) for e in entries])
     floor = 1e-12
-    with plt.rc_context(plots._STYLE):
+    with plt.rc_context(plots.STYLE):
         figure, (top, bottom) = plt.subplots(2, 1, figsize=(10.5, 5.6), sharex=True)
         for kind, label in (("prefix", "prefix pass (vision, VLM)"), ("step", "Euler steps (expert, x_t)")):
             mask = kinds == kind
@@ -200,16 +200,16 @@ def plot_trace(trace: dict, out_png: Path) -> Path:
             position = next(i for i, e in enumerate(entries) if e["index"] == first["index"] and e["module"] == first["module"])
             value = relative[position] if np.isfinite(relative[position]) else tolerance
             top.scatter([position], [max(value, floor)], s=120, facecolors="none", edgecolors=plots.BOUND_COLOUR, linewidths=2, zorder=4,
-                        label=f"first over: {plots._plain(first['name'])} ({first['phase']})")
+                        label=f"first over: {plots.plain_text(first['name'])} ({first['phase']})")
         for axes in (top, bottom):
             axes.set_yscale("log")
         top.set_ylabel("‖ref − dut‖ / ‖ref‖")
         bottom.set_ylabel("1 − cosine")
-        bottom.set_xlabel("traced output, in execution order")
-        top.set_title("divergence per module (reference vs under test, same input and noise)")
-        top.legend(loc="upper left", fontsize=7)
+        bottom.set_xlabel(f"traced output, in execution order (identical outputs, 0, are drawn at {floor:g})")
+        figure.suptitle("divergence per module (reference vs under test, same input and noise)", fontweight="bold")
+        top.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=4, fontsize=7, frameon=False)
         figure.tight_layout()
-    return plots._save(figure, out_png)
+    return plots.save_figure(figure, out_png)
 
 
 def plot_trace_steps(trace: dict, out_png: Path) -> Path | None:
@@ -223,7 +223,7 @@ def plot_trace_steps(trace: dict, out_png: Path) -> Path | None:
     x_t = np.array([np.nan if s["x_t_relative_error"] is None else s["x_t_relative_error"] for s in steps], dtype=np.float64)
     worst = np.array([np.nan if s["worst_relative_error"] is None else s["worst_relative_error"] for s in steps], dtype=np.float64)
     tolerance = trace["tolerance"]["relative_error"]
-    with plt.rc_context(plots._STYLE):
+    with plt.rc_context(plots.STYLE):
         figure, axes = plt.subplots(figsize=(6.4, 3.4))
         axes.plot(x, np.clip(x_t, 1e-12, None), "o-", color=plots.REFERENCE_COLOUR, label="x_t after the step")
         axes.plot(x, np.clip(worst, 1e-12, None), "s--", color=plots.UNDER_TEST_COLOUR, label="worst module of the step")
@@ -234,7 +234,7 @@ def plot_trace_steps(trace: dict, out_png: Path) -> Path | None:
         axes.set_ylabel("relative error")
         axes.set_title("divergence per integration step")
         axes.legend(loc="upper left", fontsize=7)
-    return plots._save(figure, out_png)
+    return plots.save_figure(figure, out_png)
 
 
 # ---------------------------------------------------------------- page sections
@@ -349,5 +349,5 @@ def render_sweep_report(out_dir: str | Path, summary: dict, sweep: SweepArrays |
     context = html.page_context(summary, standard, figures)
     context["sweep"] = _sweep_section(out_dir, summary, sweep) if sweep is not None else None
     context["trace"] = _trace_section(out_dir, trace) if trace is not None else None
-    page = html._environment().get_template("sweep.html").render(**context)
+    page = html.template_environment().get_template("sweep.html").render(**context)
     return write_text(out_dir / "index.html", page)

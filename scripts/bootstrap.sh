@@ -37,8 +37,14 @@ python312="$(find_python312)" || {
     echo "bootstrap: Python 3.12 not found (lerobot 0.6 requires it). Install python3.12 or set VERIFY_ATE_PYTHON=/path/to/python3.12" >&2
     exit 3
 }
-echo "bootstrap: creating $venv with $python312 (extras: $extras); the first run downloads torch and lerobot, several GB" >&2
+echo "bootstrap: preparing $venv with $python312 (extras: $extras); a first install downloads torch and lerobot, several GB" >&2
 "$python312" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-"$venv/bin/python" -m pip install --quiet -e "$repo_root[$extras]" >&2
+# pip and the build backend are chatty (registry notices, setuptools banners): keep their output in
+# a log, and show its end only when the install fails.
+log="$venv/.verify-ate-install.log"
+if ! { "$venv/bin/python" -m pip install --upgrade pip && "$venv/bin/python" -m pip install -e "$repo_root[$extras]"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "bootstrap: installing into $venv failed (whole log: $log)" >&2
+    exit 3
+fi
 stamp_of >"$stamp_file"

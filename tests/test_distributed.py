@@ -23,7 +23,7 @@ from verify.distributed import Group, backend_for, batches_of_rank, rank_device
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 SWEEP = ("sweep", "--demo", "--quiet", "--iters", "0", "--dut", "cpu", "--dut-dtype", "bfloat16", "--episodes", "0,1",
-         "--frames", "0:6:2", "--seeds", "0,1", "--batch-size", "4", "--frame-stat", "max")
+         "--frames", "0:6:2", "--seeds", "0,1", "--batch-size", "4", "--frame-stat", "max", "--worst-frames", "1")
 
 
 def test_each_rank_gets_its_own_accelerator_unless_the_spec_names_one():
@@ -39,13 +39,10 @@ def test_each_rank_gets_its_own_accelerator_unless_the_spec_names_one():
 
 def test_batches_are_dealt_round_robin_and_gathered_back_in_unit_order():
     assert [batches_of_rank(7, r, 3) for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
-    owners = [[0, 1, 4], [2, 3]]
-    rows = {u: np.full((2, 3), u, dtype=np.float32) for u in owners[0]}
-    gathered = Group().gather_rows(rows, [owners[0]], (2, 3), np.float32)
-    assert gathered.shape == (3, 2, 3)
-    # single process: owners is one list; unit i lands at row i whatever the packing order
-    packed = Group().gather_rows({0: np.zeros(1), 1: np.ones(1)}, [[1, 0]], (1,), np.float64)
-    assert packed.ravel().tolist() == [0.0, 1.0]
+    # single process: one owner list; unit i lands in row i whatever the packing order
+    rows = {u: np.full((2, 3), u, dtype=np.float32) for u in (2, 0, 1)}
+    gathered = Group().gather_rows(rows, [[2, 0, 1]], (2, 3), np.float32)
+    assert gathered.shape == (3, 2, 3) and gathered[:, 0, 0].tolist() == [0.0, 1.0, 2.0]
 
 
 def _torchrun(args, env, nproc=2):

@@ -239,7 +239,7 @@ def test_fixed_noise_file_sweep_and_batch_size_one(demo_cache, tmp_path):
     noise = tmp_path / "noise.safetensors"
     assert run_cli("noise", "make", "--seed", "3", "--out", noise).returncode == 0
     result = sweep(demo_cache, "--dut", "cpu", "--dut-dtype", "float32", "--episodes", "1", "--frames", "0:4:2",
-                   "--noise", noise, "--batch-size", "1", "--json", tmp_path / "s.json")
+                   "--noise", noise, "--batch-size", "1", "--json", tmp_path / "s.json", "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["sweep"]["n_batches"] == 2 and summary["sweep"]["seeds"] is None

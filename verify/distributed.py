@@ -80,6 +80,7 @@ class Group:
     local_rank: int = 0
     backend: str | None = None
     data_device: str = "cpu"  # where tensors for the data collectives live
+    startup_error: BaseException | None = None  # this rank's device was not there (see start_group)
 
     @property
     def is_main(self) -> bool:
@@ -92,10 +93,12 @@ class Group:
     # -------------------------------------------------------- control plane (CPU tensors, gloo)
 
     def barrier(self) -> None:
+        """A CPU all-reduce over gloo: the same on every backend mix (nccl's barrier guesses a device)."""
         if self.distributed:
+            import torch
             import torch.distributed as dist
 
-            dist.barrier()
+            dist.all_reduce(torch.zeros(1))
 
     def agree(self, error: BaseException | None) -> None:
         """Every rank calls this at the same point; if any rank failed, every rank raises.
@@ -189,19 +192,25 @@ class Group:
 
             if dist.is_initialized():
                 try:
-                    dist.barrier()
+                    self.barrier()
                 except Exception:  # noqa: BLE001 - a peer that is already gone cannot be waited for
                     pass
                 dist.destroy_process_group()
 
 
 def start_group(device_specs) -> Group:
-    """The process group of this run: a single-process Group, or torch.distributed under torchrun."""
+    """The process group of this run: a single-process Group, or torch.distributed under torchrun.
+
+    The rank's accelerator is checked after the group exists, so that a rank without its device
+    (8 ranks on a 4-GPU host) is agreed on by all ranks (exit 3 everywhere) instead of leaving the
+    others waiting; call `group.agree(group.startup_error)` first thing.
+    """
     rank, world_size, local_rank = torchrun_world()
     if world_size <= 1:
         return Group()
     import datetime
 
+    import torch
     import torch.distributed as dist
 
     backend, accelerator = backend_for(device_specs)
@@ -209,11 +218,19 @@ def start_group(device_specs) -> Group:
     if accelerator != "cpu":
         from verify.devices import resolve_device
 
-        resolve_device(data_device)  # imports torch_npu for hccl; exit 3 when the device is not there
-        import torch
-
-        getattr(torch, accelerator).set_device(local_rank)
+        # The backend at all (no CUDA GPU, no torch_npu, which also registers hccl): every rank
+        # fails alike here, exit 3 with the device's own message, before any collective.
+        resolve_device(accelerator)
     if not dist.is_initialized():
         # Long enough for the slowest rank to load a full-size checkpoint between two collectives.
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(minutes=60))
-    return Group(rank, world_size, local_rank, backend, data_device)
+    group = Group(rank, world_size, local_rank, backend, data_device)
+    if accelerator != "cpu":
+        try:
+            from verify.devices import resolve_device
+
+            resolve_device(data_device)
+            getattr(torch, accelerator).set_device(local_rank)
+        except Exception as error:  # noqa: BLE001 - agreed on by every rank
+            group.startup_error = error
+    return group

@@ -57,7 +57,8 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
                    num_inference_steps=side.num_inference_steps) as runner:
         noise = inputs.noise or make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
         _check_noise_fits(noise, runner.expected_noise_shape, inputs.noise_source)
-        _check_action_names(inputs, runner)
+        check_action_names(inputs.observations, inputs.robot)
+        _check_action_width(inputs, runner)
         step(f"predicting on {side.label}")
         actions = runner.predict(inputs.observations.frames, noise)
         latency = None
@@ -97,15 +98,19 @@ def _check_noise_fits(noise: FixedNoise, expected: tuple[int, ...], source: str 
         )
 
 
-def _check_action_names(inputs: RunInputs, runner) -> None:
-    names = (inputs.observations.features.get("action") or {}).get("names")
+def check_action_names(observations: ObservationSet, robot: RobotModel) -> None:
+    """The dataset's action names must be the robot config's joints, in order."""
+    names = (observations.features.get("action") or {}).get("names")
     if isinstance(names, dict):  # some lerobot datasets nest names under "motors"
         names = next(iter(names.values()), None)
-    if names and list(names) != list(inputs.robot.dataset_joint_names):
+    if names and list(names) != list(robot.dataset_joint_names):
         raise InputError(
-            f"{inputs.observations.description['dataset']}: action names {list(names)} are not robot "
-            f"{inputs.robot.name}'s {list(inputs.robot.dataset_joint_names)} (pass --robot)"
+            f"{observations.description['dataset']}: action names {list(names)} are not robot "
+            f"{robot.name}'s {list(robot.dataset_joint_names)} (pass --robot)"
         )
+
+
+def _check_action_width(inputs: RunInputs, runner) -> None:
     if runner.action_dim != len(inputs.robot.dataset_joint_names):
         raise InputError(
             f"{inputs.checkpoint}: the policy outputs {runner.action_dim} action values, robot {inputs.robot.name} has "

@@ -160,31 +160,45 @@ def _prepare_inputs(args, robot, progress):
     from verify.harness import RunInputs
     from verify.observation import load_frames
 
-    extra = {}
+    dataset = model_sources(args, progress)
+    if not args.demo:
+        progress.step(f"reading episode {args.episode} frame {args.frame} of {dataset}")
+    observations = load_frames(dataset, args.episode, [args.frame])
+    checkpoint = resolve_checkpoint(args, observations.stats, progress)
+    noise = load_noise(args.noise) if args.noise is not None else None
+    return RunInputs(checkpoint, observations, noise, str(args.noise) if args.noise else None, robot, demo_meta(args))
+
+
+def model_sources(args, progress) -> Path:
+    """The dataset folder of this run, after checking --demo against --checkpoint/--dataset."""
     if args.demo:
         if args.checkpoint or args.dataset:
             raise InputError("--demo brings its own checkpoint and dataset; drop --checkpoint/--dataset or --demo")
         from verify.demo_dataset import default_cache_dir, ensure_demo_dataset
-        from verify.tiny_pi0 import ensure_tiny_checkpoint
 
-        cache = args.cache_dir or default_cache_dir()
         progress.step("preparing the demo dataset (written by lerobot on first use)")
-        dataset = ensure_demo_dataset(cache)
-        observations = load_frames(dataset, args.episode, [args.frame])
-        progress.step("preparing the tiny random-weight pi0 checkpoint")
-        checkpoint = ensure_tiny_checkpoint(Path(cache) / "checkpoints", observations.stats, seed=0)
-        extra = {"demo": True, "note": DEMO_NOTE}
-    else:
-        missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--dataset", args.dataset)) if value is None]
-        if missing:
-            raise InputError(f"{' and '.join(missing)} required (or --demo for the embedded default)")
-        if not args.checkpoint.is_dir():
-            raise InputError(f"{args.checkpoint}: checkpoint folder not found")
-        progress.step(f"reading episode {args.episode} frame {args.frame} of {args.dataset}")
-        observations = load_frames(args.dataset, args.episode, [args.frame])
-        checkpoint = args.checkpoint
-    noise = load_noise(args.noise) if args.noise is not None else None
-    return RunInputs(checkpoint, observations, noise, str(args.noise) if args.noise else None, robot, extra)
+        return ensure_demo_dataset(args.cache_dir or default_cache_dir())
+    missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--dataset", args.dataset)) if value is None]
+    if missing:
+        raise InputError(f"{' and '.join(missing)} required (or --demo for the embedded default)")
+    if not args.checkpoint.is_dir():
+        raise InputError(f"{args.checkpoint}: checkpoint folder not found")
+    return args.dataset
+
+
+def resolve_checkpoint(args, dataset_stats: dict | None, progress) -> Path:
+    """--checkpoint, or under --demo the tiny random-weight checkpoint built for this dataset's statistics."""
+    if not args.demo:
+        return args.checkpoint
+    from verify.demo_dataset import default_cache_dir
+    from verify.tiny_pi0 import ensure_tiny_checkpoint
+
+    progress.step("preparing the tiny random-weight pi0 checkpoint")
+    return ensure_tiny_checkpoint(Path(args.cache_dir or default_cache_dir()) / "checkpoints", dataset_stats, seed=0)
+
+
+def demo_meta(args) -> dict:
+    return {"demo": True, "note": DEMO_NOTE} if args.demo else {}
 
 
 def _with_noise(inputs, noise):

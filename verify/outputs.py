@@ -22,16 +22,26 @@ def publish(result: ComparisonResult, out_dir: Path | None = None, json_path: Pa
         from reports.html import render_report  # matplotlib is only imported when a report is asked for
 
         out_dir = Path(out_dir)
-        write_json(summary, out_dir / "summary.json")
-        write_markdown(summary, out_dir / "summary.md")
-        write_junit(summary, out_dir / "junit.xml")
+        write_summary_files(summary, out_dir)
         page = render_report(out_dir, summary, report_arrays(result))
         print(f"report: {page}", file=stream)
+    write_requested_files(summary, json_path, junit_path)
+    return summary
+
+
+def write_summary_files(summary: dict, out_dir: Path) -> None:
+    """summary.json, summary.md and junit.xml of a report folder (before its plots and page)."""
+    write_json(summary, out_dir / "summary.json")
+    write_markdown(summary, out_dir / "summary.md")
+    write_junit(summary, out_dir / "junit.xml")
+
+
+def write_requested_files(summary: dict, json_path: Path | None, junit_path: Path | None) -> None:
+    """The --json and --junit files, wherever the user asked for them."""
     if json_path is not None:
         write_json(summary, json_path)
     if junit_path is not None:
         write_junit(summary, junit_path)
-    return summary
 
 
 def report_arrays(result: ComparisonResult):

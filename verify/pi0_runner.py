@@ -118,7 +118,7 @@ class Pi0Runner:
             Any other shape is refused (NoiseFileError), never reshaped or redrawn.
         """
         batch = self._preprocess(frames)
-        actions = self._infer(batch, self._noise_tensor(noise, len(frames)))
+        actions = self._infer(batch, self.noise_tensor(noise, len(frames)))
         return self._postprocess(actions)
 
     def _preprocess(self, frames: list[dict]) -> dict:
@@ -126,7 +126,7 @@ class Pi0Runner:
             raise RuntimeError(f"{self.checkpoint_dir}: this runner was released; load the checkpoint again")
         return self.preprocessor(stack_frames(frames, self.camera_keys))
 
-    def _noise_tensor(self, noise, batch_size: int):
+    def noise_tensor(self, noise, batch_size: int):
         import torch
 
         source = "noise"
@@ -170,7 +170,7 @@ class Pi0Runner:
         """
         if iters < 1 or warmup < 0:
             raise InputError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
-        noise_tensor = self._noise_tensor(noise, len(frames))
+        noise_tensor = self.noise_tensor(noise, len(frames))
         from verify.devices import DeviceTimer, synchronize
 
         timer = DeviceTimer(self.device)

@@ -96,8 +96,11 @@ def sweep_main(argv: list[str]) -> int:
     from verify.distributed import start_group
 
     ref, dut = resolve_sides(args)
+    if args.demo and args.out is None:
+        args.out = Path("verify-ate-demo") / "sweep"
     group = start_group([ref.device, dut.device])
     try:
+        group.agree(group.startup_error)
         return _sweep(args, (ref, dut), group)
     finally:
         group.close()
@@ -154,7 +157,8 @@ def _request(args, sides, group, progress):
     from noise import load_noise
     from verify.devices import resolve_device
     from verify.distributed import rank_device
-    from verify.harness_cli import DEMO_NOTE
+    from verify.harness import check_action_names
+    from verify.harness_cli import DEMO_NOTE, demo_meta, model_sources, resolve_checkpoint
     from verify.observation import load_frames
     from verify.sweep import FrameRange, NoiseSource, SweepRequest, parse_index_list, plan_sweep
 
@@ -168,48 +172,21 @@ def _request(args, sides, group, progress):
              else NoiseSource(seeds=parse_index_list(args.seeds or "0", "--seeds")))
     frame_range = FrameRange.parse(args.frames)
     episodes = None if args.episodes.strip().lower() == "all" else parse_index_list(args.episodes, "--episodes")
-    extra = {}
-    if args.demo:
-        if args.checkpoint or args.dataset:
-            raise InputError("--demo brings its own checkpoint and dataset; drop --checkpoint/--dataset or --demo")
-        from verify.demo_dataset import default_cache_dir, ensure_demo_dataset
-        from verify.tiny_pi0 import ensure_tiny_checkpoint
-
-        if group.is_main:
-            print(DEMO_NOTE, file=sys.stderr)
-        cache = args.cache_dir or default_cache_dir()
-        progress.step("preparing the demo dataset (written by lerobot on first use)")
-        dataset = ensure_demo_dataset(cache)
-        plan = plan_sweep(dataset, episodes, frame_range, noise.seeds, args.batch_size)
-        probe = load_frames(dataset, plan.units[0].episode, [plan.units[0].frame])
-        progress.step("preparing the tiny random-weight pi0 checkpoint")
-        checkpoint = ensure_tiny_checkpoint(Path(cache) / "checkpoints", probe.stats, seed=0)
-        extra = {"demo": True, "note": DEMO_NOTE}
-    else:
-        missing = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--dataset", args.dataset)) if value is None]
-        if missing:
-            raise InputError(f"{' and '.join(missing)} required (or --demo for the embedded default)")
-        if not args.checkpoint.is_dir():
-            raise InputError(f"{args.checkpoint}: checkpoint folder not found")
-        progress.step(f"planning the sweep over {args.dataset}")
-        plan = plan_sweep(args.dataset, episodes, frame_range, noise.seeds, args.batch_size)
-        probe = load_frames(args.dataset, plan.units[0].episode, [plan.units[0].frame])
-        checkpoint = args.checkpoint
-    _check_action_names(probe, robot)
+    if args.demo and group.is_main:
+        print(DEMO_NOTE, file=sys.stderr)
+    dataset = model_sources(args, progress)
+    if not args.demo:
+        progress.step(f"planning the sweep over {dataset}")
+    plan = plan_sweep(dataset, episodes, frame_range, noise.seeds, args.batch_size)
+    probe = load_frames(dataset, plan.units[0].episode, [plan.units[0].frame])
+    checkpoint = resolve_checkpoint(args, probe.stats, progress)
+    extra = demo_meta(args)
+    check_action_names(probe, robot)
     if group.is_main:
         for note in plan.notes:
             print(f"note: {note}", file=sys.stderr)
     info = {key: probe.description.get(key) for key in ("dataset", "repo_id", "codebase_version", "robot_type", "fps", "task")}
     return SweepRequest(checkpoint, plan, sides, noise, robot, config, probe.stats, info, args.frame_stat, extra)
-
-
-def _check_action_names(observations, robot) -> None:
-    names = (observations.features.get("action") or {}).get("names")
-    if isinstance(names, dict):  # some lerobot datasets nest names under "motors"
-        names = next(iter(names.values()), None)
-    if names and list(names) != list(robot.dataset_joint_names):
-        raise InputError(f"{observations.description['dataset']}: action names {list(names)} are not robot "
-                         f"{robot.name}'s {list(robot.dataset_joint_names)} (pass --robot)")
 
 
 # ---------------------------------------------------------------- trace
@@ -270,17 +247,15 @@ def format_sweep_lines(summary: dict) -> list[str]:
     lines = [f"  sweep: {sweep['n_frames']} frames{seeds} = {sweep['n_units']} chunks in {sweep['n_batches']} batches of "
              f"<= {sweep['batch_size']}, {sweep['world_size']} rank(s); {sweep['frames_failed']} chunk(s) fail on their own "
              f"{sweep['unit_statistic']}"]
-    for note in sweep["notes"]:
-        lines.append(f"  note: {note}")
-    return lines
+    return lines  # the plan's notes (clipping) went to stderr when the sweep started, and are in the JSON
 
 
 def publish_sweep(outcome, out_dir: Path | None, json_path: Path | None, junit_path: Path | None, worst_count: int,
                   trace=None, stream=None) -> dict:
     """Print the verdict; write summary.json/md, junit.xml, frames.csv/.parquet, ref/dut.npz, plots, index.html last."""
-    from reports.summary_files import write_json, write_junit, write_markdown
+    from reports.summary_files import write_json
     from verify.artifact import save_artifact
-    from verify.outputs import format_verdict
+    from verify.outputs import format_verdict, write_requested_files, write_summary_files
     from verify.sweep import write_rows
 
     stream = stream or sys.stdout
@@ -298,9 +273,7 @@ def publish_sweep(outcome, out_dir: Path | None, json_path: Path | None, junit_p
         from reports.sweep_report import render_sweep_report
 
         out_dir = Path(out_dir)
-        write_json(summary, out_dir / "summary.json")
-        write_markdown(summary, out_dir / "summary.md")
-        write_junit(summary, out_dir / "junit.xml")
+        write_summary_files(summary, out_dir)
         write_rows(outcome.table, out_dir / "frames.csv", out_dir / "frames.parquet")
         save_artifact(outcome.result.reference, out_dir / "ref.npz")
         save_artifact(outcome.result.under_test, out_dir / "dut.npz")
@@ -309,10 +282,7 @@ def publish_sweep(outcome, out_dir: Path | None, json_path: Path | None, junit_p
         page = render_sweep_report(out_dir, summary, sweep_report_data(outcome, worst_count),
                                    trace.summary() if trace is not None else None)
         print(f"report: {page}", file=stream)
-    if json_path is not None:
-        write_json(summary, json_path)
-    if junit_path is not None:
-        write_junit(summary, junit_path)
+    write_requested_files(summary, json_path, junit_path)
     return summary
 
 

@@ -101,7 +101,7 @@ class TraceConfig:
 
 def select_modules(model, rules: tuple[ModuleRule, ...], source: str = "trace configuration") -> list[tuple[str, str, object]]:
     """(path, label, module) for every module of `model` a rule names, in the model's own order."""
-    named = dict(model.named_modules())
+    named = {name: module for name, module in model.named_modules() if name}  # the root itself is not a traced output
     chosen = []
     for rule in rules:
         pattern = rule.path.split(".")
@@ -297,7 +297,7 @@ class ReferenceStore:
     def __call__(self, path, call, label, phase, tensor) -> None:
         import torch
 
-        cpu = tensor.to("cpu", copy=True)
+        cpu = tensor.to("cpu").clone(memory_format=torch.contiguous_format)  # only the row, not the batch's storage
         as64 = cpu.to(torch.float64)
         kept = _Kept(label, phase, tuple(cpu.shape), str(cpu.dtype).replace("torch.", ""),
                      float(torch.linalg.vector_norm(as64)), bool(torch.isfinite(as64).all()))
@@ -367,7 +367,7 @@ class UnderTestComparator:
         import torch
 
         key = (path, call)
-        cpu = tensor.to("cpu", copy=True)
+        cpu = tensor.to("cpu").clone(memory_format=torch.contiguous_format)  # only the row, not the batch's storage
         b = cpu.to(torch.float64)
         dut_norm = float(torch.linalg.vector_norm(b))
         dut_dtype = str(cpu.dtype).replace("torch.", "")
