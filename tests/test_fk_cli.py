@@ -42,3 +42,22 @@ def test_fk_bad_csv_is_one_line_exit_2(tmp_path):
     result = run_cli("fk", "--input", tmp_path / "text.csv", "--output", tmp_path / "out.csv")
     assert result.returncode == 2 and "column 'shoulder_pan' row 2 is not a finite number" in result.stderr
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_fk_of_a_recorded_episode_with_its_plot(tmp_path):
+    """A recorded episode's end-effector path, read from a LeRobot dataset written by lerobot."""
+    from verify.demo_dataset import ensure_demo_dataset
+    from verify.observation import episode_joint_path
+
+    dataset = ensure_demo_dataset(tmp_path / "cache")
+    result = run_cli("fk", "--dataset", dataset, "--episode", "1", "--output", tmp_path / "poses.csv", "--plot", tmp_path / "path.png")
+    assert result.returncode == 0, result.stderr
+    states = episode_joint_path(dataset, 1)
+    poses = pd.read_csv(tmp_path / "poses.csv")
+    assert len(poses) == len(states)
+    expected = dataset_forward_kinematics(load_robot("koch_v1_1"), states).position
+    np.testing.assert_allclose(poses[["x", "y", "z"]].to_numpy(), expected, atol=1e-8)
+    assert (poses["z"] > 0).all()  # the demo arm never goes through the table
+    assert (tmp_path / "path.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = run_cli("fk", "--dataset", tmp_path / "nowhere", "--plot", tmp_path / "x.png")
+    assert missing.returncode == 2 and "nowhere" in missing.stderr and not (tmp_path / "x.png").exists()

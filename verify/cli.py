@@ -75,9 +75,13 @@ def build_noise_parser() -> argparse.ArgumentParser:
 
 
 def build_fk_parser() -> argparse.ArgumentParser:
-    parser = _ArgumentParser(prog="verify-ate fk", description="End-effector poses of a joint log.")
+    parser = _ArgumentParser(prog="verify-ate fk", description="End-effector poses of a joint log or of a recorded episode.")
     parser.add_argument("--robot", default="koch_v1_1")
-    parser.add_argument("--input", type=Path, required=True, help="CSV with one column per joint (dataset units)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="CSV with one column per joint (dataset units)")
+    source.add_argument("--dataset", type=Path, help="a local LeRobot dataset: use the recorded joints of --episode")
+    parser.add_argument("--episode", type=int, default=0, help="episode of --dataset (default 0)")
+    parser.add_argument("--key", default="observation.state", help="joint vector of --dataset to use (default observation.state)")
     parser.add_argument("--output", type=Path, help="CSV of x,y,z (m) and qw,qx,qy,qz")
     parser.add_argument("--units", choices=("deg", "rad"), help="joint units of the input (default: the robot's dataset units)")
     parser.add_argument("--frame", choices=("tcp", "flange"), default="tcp")
@@ -167,23 +171,30 @@ def run_noise(args) -> int:
 
 
 def run_fk(args) -> int:
-    from kinematics import load_robot
+    from kinematics import dataset_forward_kinematics, load_robot
     from verify.joint_csv import read_joint_csv, write_pose_csv
 
-    robot = load_robot(args.robot)
-    joints = read_joint_csv(args.input, robot)
-    from kinematics import dataset_forward_kinematics
-
-    poses = dataset_forward_kinematics(robot, joints, units=args.units, frame=args.frame)
     if args.output is None and args.plot is None:
         raise InputError("fk: give --output CSV and/or --plot PNG")
+    robot = load_robot(args.robot)
+    if args.dataset is not None:
+        from verify.observation import episode_joint_path
+
+        joints = episode_joint_path(args.dataset, args.episode, key=args.key)
+        if joints.shape[-1] != len(robot.dataset_joint_names):
+            raise InputError(f"{args.dataset}: {args.key!r} holds {joints.shape[-1]} values, robot {robot.name} has {len(robot.dataset_joint_names)}")
+        source_name = f"{args.dataset.name} episode {args.episode}"
+    else:
+        joints = read_joint_csv(args.input, robot)
+        source_name = args.input.name
+    poses = dataset_forward_kinematics(robot, joints, units=args.units, frame=args.frame)
     if args.output is not None:
         write_pose_csv(poses, args.output)
         print(f"wrote {args.output}: {len(joints)} poses ({args.frame}, robot {robot.name})")
     if args.plot is not None:
         from reports.plots import plot_end_effector_path
 
-        plot_end_effector_path({"path": poses.position}, args.plot, title=f"{args.input.name}: {robot.name} {args.frame} path")
+        plot_end_effector_path({"path": poses.position}, args.plot, title=f"{source_name}: {robot.name} {args.frame} path")
         print(f"wrote {args.plot}")
     return EXIT_PASS
 
