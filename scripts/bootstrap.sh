@@ -24,14 +24,26 @@ find_python312() {
     return 1
 }
 
-stamp_of() {
-    { cat "$repo_root/pyproject.toml"; echo "extras=$extras"; } | sha256sum | cut -d' ' -f1
+pyproject_hash() {
+    sha256sum "$repo_root/pyproject.toml" | cut -d' ' -f1
 }
 
+# The stamp holds the pyproject hash and the extras installed with it. A request for extras that
+# are already there costs nothing; otherwise the union is installed, so the demo command and the
+# test command do not keep reinstalling over each other.
 stamp_file="$venv/.verify-ate-stamp"
-if [ -x "$venv/bin/python" ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(stamp_of)" ]; then
+installed_extras=""
+if [ -x "$venv/bin/python" ] && [ -f "$stamp_file" ] && [ "$(head -n 1 "$stamp_file")" = "$(pyproject_hash)" ]; then
+    installed_extras="$(sed -n 2p "$stamp_file")"
+fi
+missing=""
+for extra in ${extras//,/ }; do
+    case ",$installed_extras," in *",$extra,"*) ;; *) missing="$missing $extra" ;; esac
+done
+if [ -z "$missing" ] && [ -n "$installed_extras" ]; then
     return 0 2>/dev/null || exit 0
 fi
+extras="$(echo "${installed_extras//,/ } ${extras//,/ }" | tr ' ' '\n' | sed '/^$/d' | sort -u | paste -sd, -)"
 
 python312="$(find_python312)" || {
     echo "bootstrap: Python 3.12 not found (lerobot 0.6 requires it). Install python3.12 or set VERIFY_ATE_PYTHON=/path/to/python3.12" >&2
@@ -47,4 +59,4 @@ if ! { "$venv/bin/python" -m pip install --upgrade pip && "$venv/bin/python" -m 
     echo "bootstrap: installing into $venv failed (whole log: $log)" >&2
     exit 3
 fi
-stamp_of >"$stamp_file"
+printf '%s\n%s\n' "$(pyproject_hash)" "$extras" >"$stamp_file"

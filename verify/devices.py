@@ -249,7 +249,7 @@ def device_description(device: torch.device | str) -> dict:
         description.update(
             name=torch.npu.get_device_name(index),
             torch_npu=getattr(torch_npu, "__version__", None),
-            cann=_cann_version(torch_npu),
+            cann=cann_version(torch_npu),
         )
     return description
 
@@ -266,7 +266,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def _cann_version(torch_npu) -> str | None:
+def cann_version(torch_npu) -> str | None:
     # torch_npu publishes it as torch.version.cann; newer releases also have npu.utils.get_cann_version.
     version = getattr(torch.version, "cann", None)
     if version:

@@ -511,9 +511,9 @@ def runtime_versions() -> dict:
             import torch_npu  # noqa: F401  (registers the npu device)
 
             versions["torch_npu"] = getattr(torch_npu, "__version__", _version("torch-npu"))
-            versions["cann"] = getattr(getattr(torch_npu, "version", None), "cann", None) or os.environ.get(
-                "ASCEND_TOOLKIT_VERSION"
-            )
+            from verify.devices import cann_version
+
+            versions["cann"] = cann_version(torch_npu) or os.environ.get("ASCEND_TOOLKIT_VERSION")
         except Exception:  # an installed but broken torch_npu is reported as absent here
             pass
     return versions
