@@ -128,3 +128,14 @@ def test_quaternion_round_trip_including_half_turns(rng):
     rotations = np.concatenate([Rotation.random(1000, random_state=3).as_matrix(), Rotation.from_rotvec(np.pi * np.eye(3)).as_matrix()])
     back = quaternion_to_matrix(matrix_to_quaternion(rotations))
     np.testing.assert_allclose(back, rotations, atol=1e-14)
+
+
+def test_unreadable_thresholds_file_is_a_one_line_input_error(tmp_path):
+    from verify.errors import InputError
+
+    with pytest.raises(InputError, match="absent.yaml: cannot read the gate thresholds \\(No such file or directory\\)"):
+        GateConfig.from_file(tmp_path / "absent.yaml")
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("position_tolerance_m: 0.03\n")
+    with pytest.raises(InputError, match="partial.yaml: gate thresholds lack 'orientation_tolerance_rad'"):
+        GateConfig.from_file(partial)

@@ -131,6 +131,8 @@ def gate_config(args):
 
     try:
         return GateConfig.from_file(position_tolerance_m=args.pos_tol, orientation_tolerance_rad=args.rot_tol, statistic=args.stat)
+    except InputError:
+        raise
     except ValueError as error:
         raise InputError(f"configs/thresholds.yaml or flags: {error}") from None
 

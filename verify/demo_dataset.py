@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from kinematics import dataset_forward_kinematics, load_robot
 from kinematics.robot import RobotConfigError, RobotModel
+from verify.config_files import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
 
-DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "configs" / "profiles" / "demo_dataset.yaml"
+DEFAULT_PROFILE = CONFIGS_DIR / "profiles" / "demo_dataset.yaml"
 # Bump when the generated content changes for the same profile, so cached copies are rebuilt.
 GENERATOR_VERSION = 1
 DATASET_NAME = "koch_demo"
@@ -78,12 +78,7 @@ def load_demo_profile(profile: str | Path | dict | DemoProfile | None = None) ->
     else:
         path = Path(profile) if profile is not None else DEFAULT_PROFILE
         source = str(path)
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise InputError(f"{path}: cannot read the demo dataset profile ({error.strerror})") from None
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        document = read_yaml(path, "demo dataset profile")
     try:
         return _parse_profile(document, source)
     except RobotConfigError as error:

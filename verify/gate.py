@@ -5,11 +5,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from verify.config_files import CONFIGS_DIR, read_yaml
+from verify.errors import InputError
 from verify.metrics import GATEABLE_STATISTICS, AbsoluteTrajectoryError
 
-THRESHOLDS_FILE = Path(__file__).resolve().parent.parent / "configs" / "thresholds.yaml"
+THRESHOLDS_FILE = CONFIGS_DIR / "thresholds.yaml"
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,11 @@ class GateConfig:
 
     @classmethod
     def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides) -> "GateConfig":
-        document = yaml.safe_load(Path(path).read_text())
-        values = {key: document[key] for key in ("position_tolerance_m", "orientation_tolerance_rad", "statistic")}
+        document = read_yaml(path, "gate thresholds")
+        try:
+            values = {key: document[key] for key in ("position_tolerance_m", "orientation_tolerance_rad", "statistic")}
+        except (KeyError, TypeError) as error:
+            raise InputError(f"{path}: gate thresholds lack {error}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(float(values["position_tolerance_m"]), float(values["orientation_tolerance_rad"]), str(values["statistic"]))
 

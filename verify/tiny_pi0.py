@@ -19,11 +19,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
+from verify.config_files import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
 
-PROFILE_FILE = Path(__file__).resolve().parent.parent / "configs" / "profiles" / "tiny_pi0.yaml"
+PROFILE_FILE = CONFIGS_DIR / "profiles" / "tiny_pi0.yaml"
 ARCHITECTURE_FILE = "tiny_pi0_architecture.json"
 GEMMA_KEYS = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
 VISION_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size")
@@ -41,12 +40,7 @@ TOKENIZER_VOCAB = len(SPECIAL_TOKENS) + 256
 def load_tiny_profile(profile_path: str | Path | None = None) -> dict:
     """The tiny model's sizes from YAML, validated against what lerobot's pi0 code can run."""
     path = Path(profile_path) if profile_path is not None else PROFILE_FILE
-    try:
-        profile = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: tiny pi0 profile not found") from None
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({error})") from None
+    profile = read_yaml(path, "tiny pi0 profile")
     try:
         _validate_profile(profile)
     except (KeyError, TypeError, ValueError) as error:

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from verify.config_files import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
 
-TRACE_FILE = Path(__file__).resolve().parent.parent / "configs" / "trace.yaml"
+TRACE_FILE = CONFIGS_DIR / "trace.yaml"
 X_T_PATH = "x_t"  # pseudo module: the Euler state after each step
 X_T_LABEL = "x_t after step"
 STEP_MARKER_PATH = "state_proj"  # runs first in every denoise step (embed_suffix)
@@ -63,12 +63,7 @@ class TraceConfig:
     @classmethod
     def from_file(cls, path: str | Path | None = None, relative_tolerance: float | None = None) -> "TraceConfig":
         path = Path(path) if path is not None else TRACE_FILE
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise InputError(f"{path}: cannot read the trace configuration ({error.strerror})") from None
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        document = read_yaml(path, "trace configuration")
         try:
             if not isinstance(document, dict):
                 raise ValueError("the file must hold a mapping")
