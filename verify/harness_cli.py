@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from verify.cli import _ArgumentParser, add_gate_arguments, add_output_arguments, gate_config
@@ -95,7 +96,7 @@ def main_form(argv: list[str]) -> int:
         inputs = _prepare_inputs(args, robot, progress)
         reference, noise = run_side(sides[0], inputs, progress)
         if inputs.noise is None:  # the default draw is made once and shared, never redrawn
-            inputs = _with_noise(inputs, noise)
+            inputs = replace(inputs, noise=noise)
         under_test, _ = run_side(sides[1], inputs, progress)
         progress.step("comparing")
         result = compare(reference, under_test, robot, config)
@@ -200,8 +201,3 @@ def resolve_checkpoint(args, dataset_stats: dict | None, progress) -> Path:
 def demo_meta(args) -> dict:
     return {"demo": True, "note": DEMO_NOTE} if args.demo else {}
 
-
-def _with_noise(inputs, noise):
-    from dataclasses import replace
-
-    return replace(inputs, noise=noise)
