@@ -9,6 +9,7 @@ of both -> per-step position and orientation error and their statistics. Compare
     (evo works on lists of SE(3) matrices; a million would take minutes).
 Prints poses/s for each and the ratios. Not a test: nothing here asserts a time.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kinematics import Poses, dataset_forward_kinematics, load_robot  # noqa: E402
-from verify.metrics import AbsoluteTrajectoryError  # noqa: E402
+from kinematics import Poses, dataset_forward_kinematics, load_robot
+from verify.compare.metrics import AbsoluteTrajectoryError
 
 URDF = Path(__file__).resolve().parent / "koch_v1_1.urdf"
 
@@ -42,7 +43,11 @@ def best_of(repeats: int, work):
 def ours(robot, reference, under_test):
     ref_poses = dataset_forward_kinematics(robot, reference, frame="flange")
     dut_poses = dataset_forward_kinematics(robot, under_test, frame="flange")
-    return AbsoluteTrajectoryError.position(ref_poses, dut_poses), AbsoluteTrajectoryError.orientation(ref_poses, dut_poses), ref_poses
+    return (
+        AbsoluteTrajectoryError.position(ref_poses, dut_poses),
+        AbsoluteTrajectoryError.orientation(ref_poses, dut_poses),
+        ref_poses,
+    )
 
 
 def main() -> int:
@@ -59,7 +64,10 @@ def main() -> int:
     reference = np.concatenate([robot.model_to_dataset(q_model), gripper], axis=-1)
     under_test = reference + rng.normal(scale=0.2, size=reference.shape)
 
-    print(f"FK + ATE, {args.poses:,} pose pairs (2 x {args.poses:,} FK evaluations), float64, 1 thread, best of {args.repeats}")
+    print(
+        f"FK + ATE, {args.poses:,} pose pairs (2 x {args.poses:,} FK evaluations), float64, 1 thread, best "
+        f"of {args.repeats}"
+    )
     ours_s, (position, orientation, ref_poses) = best_of(args.repeats, lambda: ours(robot, reference, under_test))
     fk_s, _ = best_of(args.repeats, lambda: dataset_forward_kinematics(robot, reference, frame="flange"))
     print(f"  verify-ate FK+ATE total        {ours_s * 1e3:9.1f} ms   {args.poses / ours_s:14,.0f} pose pairs/s")
@@ -77,8 +85,10 @@ def main() -> int:
         q_torch = torch.from_numpy(robot.dataset_to_model(reference))
         pk_s, matrices = best_of(args.repeats, lambda: chain.forward_kinematics(q_torch).get_matrix())
         agreement = float(np.max(np.abs(matrices[:, :3, 3].numpy() - ref_poses.position)))
-        print(f"  pytorch_kinematics FK (1 side) {pk_s * 1e3:9.1f} ms   {args.poses / pk_s:14,.0f} poses/s"
-              f"   -> verify-ate FK is {pk_s / fk_s:.1f}x faster (positions agree to {agreement:.1e} m)")
+        print(
+            f"  pytorch_kinematics FK (1 side) {pk_s * 1e3:9.1f} ms   {args.poses / pk_s:14,.0f} poses/s"
+            f"   -> verify-ate FK is {pk_s / fk_s:.1f}x faster (positions agree to {agreement:.1e} m)"
+        )
 
     try:
         from evo.core import metrics
@@ -103,9 +113,18 @@ def main() -> int:
         return results
 
     evo_s, (evo_position, _) = best_of(1, evo_ape)
-    ours_ate_s, (our_position, _) = best_of(args.repeats, lambda: (AbsoluteTrajectoryError.position(sub_ref, sub_dut), AbsoluteTrajectoryError.orientation(sub_ref, sub_dut)))
-    print(f"  evo APE (pos+rot, {n:,} pairs)  {evo_s * 1e3:9.1f} ms   {n / evo_s:14,.0f} pose pairs/s"
-          f"   -> verify-ate ATE is {evo_s / ours_ate_s:.0f}x faster (rmse agree: {abs(evo_position['rmse'] - our_position.statistics.rmse):.1e} m)")
+    ours_ate_s, (our_position, _) = best_of(
+        args.repeats,
+        lambda: (
+            AbsoluteTrajectoryError.position(sub_ref, sub_dut),
+            AbsoluteTrajectoryError.orientation(sub_ref, sub_dut),
+        ),
+    )
+    print(
+        f"  evo APE (pos+rot, {n:,} pairs)  {evo_s * 1e3:9.1f} ms   {n / evo_s:14,.0f} pose pairs/s"
+        f"   -> verify-ate ATE is {evo_s / ours_ate_s:.0f}x faster (rmse agree: "
+        f"{abs(evo_position['rmse'] - our_position.statistics.rmse):.1e} m)"
+    )
     print(f"  evo APE extrapolated to {args.poses:,} pairs: {evo_s * args.poses / n:.1f} s")
     return 0
 

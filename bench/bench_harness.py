@@ -18,6 +18,7 @@
 One intra-op thread by default: this machine is shared, and a thread per core fights other jobs.
 Not a test: nothing here asserts a time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,7 @@ def interleaved(variants: dict, repeats: int, warmup: int = 3) -> dict:
 def overhead(runner, frames, noise_rows, repeats: int) -> dict:
     import torch
 
-    from verify.pi0_runner import stack_frames
+    from verify.model.runner import stack_frames
 
     policy = runner.policy
     noise = torch.from_numpy(noise_rows.copy())
@@ -97,31 +98,39 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from kinematics import load_robot
     from noise import make_noise
-    from verify.demo_dataset import default_cache_dir, ensure_demo_dataset
-    from verify.harness import SideConfig
-    from verify.observation import load_frames
-    from verify.pi0_runner import Pi0Runner
-    from verify.sweep import FrameRange, NoiseSource, plan_sweep, run_side_pass
-    from verify.tiny_pi0 import ensure_tiny_checkpoint
+    from verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset
+    from verify.data.observation import load_frames
+    from verify.model.runner import Pi0Runner
+    from verify.model.tiny import ensure_tiny_checkpoint
+    from verify.run.plan import FrameRange, NoiseSource, plan_sweep
+    from verify.run.sides import SideConfig
+    from verify.run.sweep import run_side_pass
 
     cache = args.cache_dir or default_cache_dir()
     dataset = ensure_demo_dataset(cache)
     observations = load_frames(dataset, 0, list(range(8)))
     checkpoint = ensure_tiny_checkpoint(Path(cache) / "checkpoints", observations.stats, seed=0)
-    print(f"tiny pi0 (lerobot {__import__('lerobot').__version__} PI0Policy, random weights), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s), CPU: {os.cpu_count()} cores")
+    print(
+        f"tiny pi0 (lerobot {__import__('lerobot').__version__} PI0Policy, random weights), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s), CPU: {os.cpu_count()} cores"
+    )
 
-    print("\n1. harness overhead (median ms per call, interleaved, "
-          f"{args.repeats} calls each)")
-    print(f"{'batch':>5} {'model':>9} {'lerobot':>9} {'harness':>9} {'vs lerobot':>11} {'vs model':>9} {'own work':>9} {'own/model':>10}")
+    print(f"\n1. harness overhead (median ms per call, interleaved, {args.repeats} calls each)")
+    print(
+        f"{'batch':>5} {'model':>9} {'lerobot':>9} {'harness':>9} {'vs lerobot':>11} {'vs model':>9} "
+        f"{'own work':>9} {'own/model':>10}"
+    )
     with Pi0Runner(checkpoint, "cpu", "float32", observations.stats) as runner:
         for size in (1, 8):
             rows = np.concatenate([make_noise(seed, runner.expected_noise_shape).values for seed in range(size)])
             times = overhead(runner, observations.frames[:size], rows, args.repeats)
             over_lerobot = times["harness"] / times["lerobot"] - 1
             over_model = times["harness"] / times["model"] - 1
-            print(f"{size:>5} {times['model']:>9.2f} {times['lerobot']:>9.2f} {times['harness']:>9.2f} "
-                  f"{over_lerobot:>+10.1%} {over_model:>+8.1%} {times['own']:>9.3f} {times['own'] / times['model']:>10.2%}")
+            print(
+                f"{size:>5} {times['model']:>9.2f} {times['lerobot']:>9.2f} {times['harness']:>9.2f} "
+                f"{over_lerobot:>+10.1%} {over_model:>+8.1%} {times['own']:>9.3f} "
+                f"{times['own'] / times['model']:>10.2%}"
+            )
 
     print(f"\n2. sweep throughput, {args.frames} frames of episode 0, seed 0 (verify.sweep.run_side_pass, fp32 CPU)")
     robot = load_robot("koch_v1_1")
@@ -130,13 +139,17 @@ def main() -> int:
     results = {}
     for size in (8, 1, 8, 1):  # the first pass of each warms the kernels up for its shapes
         plan = plan_sweep(dataset, [0], FrameRange(0, args.frames, 1), [0], size)
-        side_pass = run_side_pass(side, checkpoint, plan, list(range(len(plan.batches))), noise, observations.stats, robot)
+        side_pass = run_side_pass(
+            side, checkpoint, plan, list(range(len(plan.batches))), noise, observations.stats, robot
+        )
         results[size] = side_pass
     print(f"{'batch':>5} {'passes':>7} {'model s':>8} {'frames/s':>9} {'decode s':>9}")
     for size, side_pass in sorted(results.items(), reverse=True):
         passes = -(-args.frames // size)
-        print(f"{size:>5} {passes:>7} {side_pass.predict_seconds:>8.2f} {args.frames / side_pass.predict_seconds:>9.1f} "
-              f"{side_pass.load_seconds:>9.2f}")
+        print(
+            f"{size:>5} {passes:>7} {side_pass.predict_seconds:>8.2f} {args.frames / side_pass.predict_seconds:>9.1f} "
+            f"{side_pass.load_seconds:>9.2f}"
+        )
     speedup = results[1].predict_seconds / results[8].predict_seconds
     print(f"batched (8) vs one frame at a time: {speedup:.2f}x model throughput")
     return 0

@@ -1,4 +1,5 @@
 """Robot models and batched forward kinematics (NumPy and torch)."""
+
 from kinematics.fk import Poses, dataset_forward_kinematics, forward_kinematics
 from kinematics.robot import RobotConfigError, RobotModel, available_robots, load_robot
 

@@ -6,8 +6,10 @@ whole batch: no loop over poses and no 4x4 matmul per pose. NumPy input is walke
 `BLOCK` poses so that the temporaries stay in cache instead of being paged in for every
 operation: that, not the arithmetic, is what dominates a million poses on one core.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ import numpy as np
 
 from kinematics.robot import RobotModel
 
+# A NumPy array or a torch tensor: one chain walk serves both.
+Array = Any
 BLOCK = 16384
 # cos/sin of a DH twist within this of 0 or +-1 are taken as exact (pi/2 twists give 6e-17),
 # which lets a quarter or half turn become a swap of axes instead of arithmetic.
@@ -28,7 +32,7 @@ class Poses:
     position: Any
     rotation: Any
 
-    def matrix(self):
+    def matrix(self) -> np.ndarray:
         """[..., 4, 4] homogeneous transforms (NumPy only)."""
         position = np.asarray(self.position)
         pose = np.zeros(position.shape[:-1] + (4, 4), dtype=position.dtype)
@@ -38,7 +42,7 @@ class Poses:
         return pose
 
 
-def _is_torch(array) -> bool:
+def _is_torch(array: Array) -> bool:
     return type(array).__module__.startswith("torch")
 
 
@@ -49,7 +53,7 @@ def _snapped(value: float) -> float:
     return value
 
 
-def _rotate_pair(u, v, c: float, s: float):
+def _rotate_pair(u: Array, v: Array, c: float, s: float) -> tuple[Array, Array]:
     """(u, v) -> (c u + s v, c v - s u) for a constant angle, without arithmetic for exact quarter turns."""
     if s == 0.0:
         return (u, v) if c == 1.0 else (-u, -v)
@@ -58,7 +62,13 @@ def _rotate_pair(u, v, c: float, s: float):
     return c * u + s * v, c * v - s * u
 
 
-def _walk_chain(robot: RobotModel, angles, constant, cos, sin):
+def _walk_chain(
+    robot: RobotModel,
+    angles: Array,
+    constant: Callable[[Any], Array],
+    cos: Callable[[Array], Array],
+    sin: Callable[[Array], Array],
+) -> tuple[Array, Array, Array, Array]:
     """Flange frame for joint angles [n_joints, B] (model radians); returns axes and origin, each [3, B]."""
     column = lambda values: constant(values)[:, None]  # noqa: E731 - [3] -> [3, 1] for broadcasting
     x, y, z, origin = (column(robot.base[:3, k]) for k in range(4))
@@ -82,17 +92,17 @@ def _walk_chain(robot: RobotModel, angles, constant, cos, sin):
     return x, y, z, origin
 
 
-def _tcp(robot: RobotModel, x, y, z, origin):
+def _tcp(robot: RobotModel, x: Array, y: Array, z: Array, origin: Array) -> Array:
     offset = robot.tcp_offset
     return origin + sum(axis * offset[k] for k, axis in enumerate((x, y, z)) if offset[k] != 0.0)
 
 
-def _check_joint_count(robot: RobotModel, shape) -> None:
+def _check_joint_count(robot: RobotModel, shape: tuple[int, ...]) -> None:
     if len(shape) == 0 or shape[-1] != robot.n_joints:
         raise ValueError(f"expected {robot.n_joints} joint values in the last axis, got shape {tuple(shape)}")
 
 
-def forward_kinematics(robot: RobotModel, q_model, frame: str = "tcp") -> Poses:
+def forward_kinematics(robot: RobotModel, q_model: Array, frame: str = "tcp") -> Poses:
     """Poses of `frame` ("tcp" or "flange") for model-radian joints q_model [..., n_joints].
 
     NumPy input is computed in float64; a torch tensor keeps its dtype and device, so the same
@@ -108,7 +118,9 @@ def forward_kinematics(robot: RobotModel, q_model, frame: str = "tcp") -> Poses:
     return _forward_kinematics_numpy(robot, q, frame, to_model=None)
 
 
-def _forward_kinematics_numpy(robot: RobotModel, rows: np.ndarray, frame: str, to_model) -> Poses:
+def _forward_kinematics_numpy(
+    robot: RobotModel, rows: np.ndarray, frame: str, to_model: Callable[[np.ndarray], np.ndarray] | None
+) -> Poses:
     """Block-wise walk; `to_model` maps a block of dataset rows to model radians (None: already are)."""
     batch_shape = rows.shape[:-1]
     flat = rows.reshape(-1, rows.shape[-1])
@@ -126,7 +138,7 @@ def _forward_kinematics_numpy(robot: RobotModel, rows: np.ndarray, frame: str, t
     return Poses(position.reshape(batch_shape + (3,)), rotation.reshape(batch_shape + (3, 3)))
 
 
-def _forward_kinematics_torch(robot: RobotModel, q_model, frame: str) -> Poses:
+def _forward_kinematics_torch(robot: RobotModel, q_model: Array, frame: str) -> Poses:
     import torch
 
     batch_shape = tuple(q_model.shape[:-1])
@@ -135,11 +147,18 @@ def _forward_kinematics_torch(robot: RobotModel, q_model, frame: str) -> Poses:
     x, y, z, origin = _walk_chain(robot, flat.T, constant, torch.cos, torch.sin)
     if frame == "tcp":
         origin = _tcp(robot, x, y, z, origin)
-    rotation = torch.stack([x.expand(3, len(flat)), y.expand(3, len(flat)), z.expand(3, len(flat))], dim=-1)  # [3, B, 3]
-    return Poses(origin.expand(3, len(flat)).T.reshape(batch_shape + (3,)), rotation.permute(1, 0, 2).reshape(batch_shape + (3, 3)))
+    rotation = torch.stack(
+        [x.expand(3, len(flat)), y.expand(3, len(flat)), z.expand(3, len(flat))], dim=-1
+    )  # [3, B, 3]
+    return Poses(
+        origin.expand(3, len(flat)).T.reshape(batch_shape + (3,)),
+        rotation.permute(1, 0, 2).reshape(batch_shape + (3, 3)),
+    )
 
 
-def dataset_forward_kinematics(robot: RobotModel, actions, units: str | None = None, frame: str = "tcp") -> Poses:
+def dataset_forward_kinematics(
+    robot: RobotModel, actions: Array, units: str | None = None, frame: str = "tcp"
+) -> Poses:
     """Poses for joint vectors in dataset order and units, [..., n_dataset_joints].
 
     NumPy rows are mapped to model radians block by block, inside the same walk.
@@ -148,5 +167,7 @@ def dataset_forward_kinematics(robot: RobotModel, actions, units: str | None = N
         return forward_kinematics(robot, robot.dataset_to_model(actions, units), frame=frame)
     rows = np.asarray(actions, dtype=np.float64)
     if rows.ndim == 0 or rows.shape[-1] != len(robot.dataset_joint_names):
-        raise ValueError(f"expected {len(robot.dataset_joint_names)} dataset joint values in the last axis, got shape {rows.shape}")
+        raise ValueError(
+            f"expected {len(robot.dataset_joint_names)} dataset joint values in the last axis, got shape {rows.shape}"
+        )
     return _forward_kinematics_numpy(robot, rows, frame, to_model=lambda block: robot.dataset_to_model(block, units))

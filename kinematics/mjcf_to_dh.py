@@ -3,12 +3,13 @@
 The robot configs in configs/robots/ are produced by this tool, so the numbers there are
 traceable to the MJCF they came from:
 
-    python -m kinematics.mjcf_to_dh ../shared/reference/koch_follower_kinematic.xml \
+    python -m kinematics.mjcf_to_dh tests/data/koch_follower_kinematic.xml \
         --flange gripper_assembly
 
 prints the `base`, `tool` and per-joint DH rows as YAML. Only the kinematic skeleton is read
 (body pos/quat, hinge axis): inertials and geoms play no part in forward kinematics.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,7 +56,7 @@ def read_hinge_chain(mjcf_path: Path, flange_body: str) -> tuple[list[MjcfJoint]
             position = np.array([float(v) for v in joint.get("pos", "0 0 0").split()])
             if not np.allclose(axis, [0, 0, 1]) or not np.allclose(position, 0):
                 raise ValueError(f"{mjcf_path}: joint {joint.get('name')!r} must turn about +z at the body origin")
-            joints.append(MjcfJoint(joint.get("name"), body.get("name"), pose.copy()))
+            joints.append(MjcfJoint(str(joint.get("name")), str(body.get("name")), pose.copy()))
     return joints, pose
 
 
@@ -93,10 +94,10 @@ def derive_modified_dh(joints: list[MjcfJoint], world_from_flange: np.ndarray) -
     origins = [j.world_from_body[:3, 3] for j in joints]
     axes = [j.world_from_body[:3, 2] for j in joints]
     n = len(joints)
-    frame_origin = [None] * n
-    frame_x = [None] * n
-    normal_foot_on_next = [None] * n  # where x_i meets axis i+1
-    rows = [dict(a=0.0, alpha=0.0, d=0.0, theta_offset=0.0) for _ in range(n)]
+    frame_origin: list[np.ndarray] = [np.zeros(3)] * n
+    frame_x: list[np.ndarray] = [np.zeros(3)] * n
+    normal_foot_on_next: list[np.ndarray] = [np.zeros(3)] * n  # where x_i meets axis i+1
+    rows = [{"a": 0.0, "alpha": 0.0, "d": 0.0, "theta_offset": 0.0} for _ in range(n)]
 
     for i in range(n - 1):
         p1, z1, p2, z2 = origins[i], axes[i], origins[i + 1], axes[i + 1]
@@ -161,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "base": _transform_yaml(dh["base"]),
         "tool": _transform_yaml(dh["tool"]),
-        "joints": [{"mjcf_joint": name, **{k: _clean(v) for k, v in row.items()}} for name, row in zip(dh["names"], dh["rows"])],
+        "joints": [
+            {"mjcf_joint": name, **{k: _clean(v) for k, v in row.items()}}
+            for name, row in zip(dh["names"], dh["rows"], strict=True)
+        ],
     }
     yaml.safe_dump(document, sys.stdout, sort_keys=False, default_flow_style=None)
     return 0

@@ -1,4 +1,5 @@
 """Robot models: one YAML file in configs/robots/ per arm, loaded into a frozen dataclass."""
+
 from __future__ import annotations
 
 import math

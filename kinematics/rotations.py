@@ -2,6 +2,7 @@
 
 Quaternions are (w, x, y, z), Hamilton convention, as MuJoCo and the robot configs write them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,15 +48,6 @@ def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     quaternion = np.take_along_axis(stacked, pivot[..., None, None], axis=-2)[..., 0, :]
     quaternion = np.where(quaternion[..., :1] < 0, -quaternion, quaternion)
     return quaternion / np.linalg.norm(quaternion, axis=-1, keepdims=True)
-
-
-def matrix_to_rpy(rotation: np.ndarray) -> np.ndarray:
-    """[..., 3, 3] -> [..., 3] roll, pitch, yaw (rad), R = Rz(yaw) Ry(pitch) Rx(roll). For display only."""
-    r = np.asarray(rotation, dtype=np.float64)
-    roll = np.arctan2(r[..., 2, 1], r[..., 2, 2])
-    pitch = np.arctan2(-r[..., 2, 0], np.hypot(r[..., 2, 1], r[..., 2, 2]))
-    yaw = np.arctan2(r[..., 1, 0], r[..., 0, 0])
-    return np.stack([roll, pitch, yaw], axis=-1)
 
 
 def geodesic_angle(rotation_a: np.ndarray, rotation_b: np.ndarray, block: int = 16384) -> np.ndarray:

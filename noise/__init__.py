@@ -1,8 +1,10 @@
 """Fixed-noise files: create (seeded), load and validate, hash, import from .npy / .pt."""
+
 from noise.fixed_noise import (
     GENERATOR,
     FixedNoise,
     NoiseFileError,
+    check_noise_shape,
     gaussian,
     import_noise,
     load_noise,
@@ -15,6 +17,7 @@ __all__ = [
     "GENERATOR",
     "FixedNoise",
     "NoiseFileError",
+    "check_noise_shape",
     "gaussian",
     "import_noise",
     "load_noise",

@@ -1,6 +1,6 @@
 """The fixed-noise file: one Gaussian draw that every device of a comparison receives as is.
 
-File format (DESIGN.md): safetensors with one float32 tensor `noise` [B, chunk_size, max_action_dim]
+File format: safetensors with one float32 tensor `noise` [B, chunk_size, max_action_dim]
 and string metadata `seed`, `generator`, `sha256` (of the tensor's little-endian bytes), `created_by`.
 
 Generator `pcg64-box-muller-v1`: NumPy's PCG64 bit generator (its raw 64-bit stream is fixed by
@@ -9,6 +9,7 @@ Box-Muller turns pairs into normals in float64, and the result is rounded to flo
 arithmetic and libm's log/sqrt/cos/sin are involved, so every platform gives the same bytes
 (a test pins the sha256 of seed 0).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -115,19 +116,35 @@ def load_noise(path: str | Path, expected_shape: tuple[int, ...] | None = None) 
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
             if TENSOR_NAME not in handle.keys():
-                raise NoiseFileError(f"{path}: no tensor named {TENSOR_NAME!r} (has: {', '.join(handle.keys()) or 'none'})")
+                raise NoiseFileError(
+                    f"{path}: no tensor named {TENSOR_NAME!r} (has: {', '.join(handle.keys()) or 'none'})"
+                )
             values = handle.get_tensor(TENSOR_NAME)
     except NoiseFileError:
         raise
     except Exception as error:  # safetensors raises its own error types for malformed headers
         raise NoiseFileError(f"{path}: not a readable safetensors file ({error})") from None
     noise = _validated(values, path, metadata)
-    if expected_shape is not None and noise.shape != tuple(expected_shape):
-        raise NoiseFileError(
-            f"{path}: noise shape {list(noise.shape)} does not fit the policy, which needs {list(expected_shape)} "
-            "(make one with: verify-ate noise make --shape " + ",".join(map(str, expected_shape)) + ")"
-        )
+    if expected_shape is not None:
+        check_noise_shape(noise.shape, expected_shape, str(path))
     return noise
+
+
+def check_noise_shape(
+    shape: tuple[int, ...], expected: tuple[int, ...], source: str | None, batch_size: int = 1
+) -> None:
+    """The one rule for noise that a policy can take: exactly `expected` [1, T, D], or [batch_size, T, D]
+    (one row per frame of a batch). Anything else is refused, never reshaped or redrawn."""
+    shape, expected = tuple(shape), tuple(expected)
+    fits = shape == expected or (len(shape) == len(expected) and shape[1:] == expected[1:] and shape[0] == batch_size)
+    if fits:
+        return
+    per_frame = f" (or {[batch_size, *expected[1:]]} for {batch_size} frames)" if batch_size > 1 else ""
+    raise NoiseFileError(
+        f"{source or 'noise'}: noise shape {list(shape)} does not fit the policy, which needs "
+        f"{list(expected)}{per_frame} "
+        f"(make one with: verify-ate noise make --seed 0 --shape {','.join(map(str, expected))} --out FILE)"
+    )
 
 
 def _validated(values: np.ndarray, path: Path, metadata: dict) -> FixedNoise:
@@ -141,7 +158,9 @@ def _validated(values: np.ndarray, path: Path, metadata: dict) -> FixedNoise:
     recorded = metadata.get("sha256")
     actual = tensor_sha256(values)
     if recorded and recorded != actual:
-        raise NoiseFileError(f"{path}: tensor sha256 {actual[:12]}... does not match the recorded {recorded[:12]}... (file altered?)")
+        raise NoiseFileError(
+            f"{path}: tensor sha256 {actual[:12]}... does not match the recorded {recorded[:12]}... (file altered?)"
+        )
     seed = metadata.get("seed")
     return FixedNoise(
         values=values,
@@ -172,7 +191,9 @@ def import_noise(source: str | Path, created_by: str | None = None) -> FixedNois
                 raise NoiseFileError(f"{source}: holds a {type(loaded).__name__}, not a tensor")
             values = loaded.detach().to(torch.float32).numpy()
         else:
-            raise NoiseFileError(f"{source}: cannot import noise from a {suffix or 'suffix-less'} file (use .npy or .pt)")
+            raise NoiseFileError(
+                f"{source}: cannot import noise from a {suffix or 'suffix-less'} file (use .npy or .pt)"
+            )
     except NoiseFileError:
         raise
     except Exception as error:
@@ -184,4 +205,3 @@ def import_noise(source: str | Path, created_by: str | None = None) -> FixedNois
     values = values.astype(np.float32)
     noise = _validated(values, source, {})
     return FixedNoise(noise.values, None, f"imported:{source.name}", created_by or "verify-ate noise import")
-

@@ -1,16 +1,18 @@
 """The HTML report: one self-contained page (inline CSS, no script, no network) beside its PNG plots.
 
-Input is plain data: the JSON summary dict of DESIGN.md and a `ReportArrays` of NumPy arrays, so
-`reports` never imports `verify`. Text that came from datasets or checkpoints (task strings, joint
-names, versions) reaches the page only through Jinja2 with autoescape on.
+Input is plain data: the JSON summary dict and a `ReportArrays` of NumPy arrays, so `reports`
+never imports `verify`. A sweep and a divergence trace add their sections (templates/sections.html,
+which extends report.html) from reports/sweep_report.py and reports/trace_report.py. Text that came
+from datasets or checkpoints (task strings, joint names, versions) reaches the page only through
+Jinja2 with autoescape on.
 Write order: every PNG first, index.html last, each atomically: a page that exists has its plots.
 """
+
 from __future__ import annotations
 
 import datetime as _datetime
-import json
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -19,18 +21,36 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from reports import plots
 from reports.atomic import write_text
+from reports.data import ReportArrays, SweepArrays
+from reports.format import is_number, number, text
+from reports.sweep_report import sweep_section
+from reports.trace_report import trace_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-STATISTICS = ("rmse", "mean", "median", "std", "min", "max", "p95")
-HASH_KEYS = (("noise_sha256", "noise sha256"), ("observation_sha256", "observation sha256"), ("checkpoint_sha256", "checkpoint sha256"))
+HASH_KEYS = (
+    ("noise_sha256", "noise sha256"),
+    ("observation_sha256", "observation sha256"),
+    ("checkpoint_sha256", "checkpoint sha256"),
+)
 # Where the input came from, in this order. The harness nests these in meta["observation"]; a
 # hand-made artifact may hold them at the top level. Both are read.
-SOURCE_KEYS = (("task", "task"), ("dataset", "dataset"), ("repo_id", "dataset repo id"), ("episode", "episode"), ("frame", "frame"),
-               ("frames", "frames"), ("checkpoint", "checkpoint"))
+SOURCE_KEYS = (
+    ("task", "task"),
+    ("dataset", "dataset"),
+    ("repo_id", "dataset repo id"),
+    ("episode", "episode"),
+    ("frame", "frame"),
+    ("frames", "frames"),
+    ("checkpoint", "checkpoint"),
+)
 SHOWN_KEYS = {"device", "dtype", "versions", "latency_ms", *(k for k, _ in HASH_KEYS), *(k for k, _ in SOURCE_KEYS)}
 # latency_ms as the harness writes it: whole predict, then the model call alone.
-LATENCY_ROWS = (("latency median", ("median_ms", "median")), ("latency p90", ("p90_ms", "p90")),
-                ("model latency median", ("model_median_ms",)), ("model latency p90", ("model_p90_ms",)))
+LATENCY_ROWS = (
+    ("latency median", ("median_ms", "median")),
+    ("latency p90", ("p90_ms", "p90")),
+    ("model latency median", ("model_median_ms",)),
+    ("model latency p90", ("model_p90_ms",)),
+)
 _MISSING = object()
 
 PLOT_FILES = {
@@ -42,42 +62,14 @@ PLOT_FILES = {
 }
 
 
-@dataclass(frozen=True)
-class ReportArrays:
-    """The per-step data behind the plots (plain arrays; N chunks of T steps, J joints)."""
-
-    reference_actions: np.ndarray  # [N, T, J] in joint_unit
-    under_test_actions: np.ndarray  # [N, T, J] in joint_unit
-    joint_names: tuple[str, ...]
-    joint_unit: str  # unit of the two action arrays, e.g. "deg"
-    reference_positions: np.ndarray  # [N, T, 3] m
-    under_test_positions: np.ndarray  # [N, T, 3] m
-    position_errors: np.ndarray  # [N, T] m
-    orientation_errors: np.ndarray  # [N, T] rad
-
-
 def template_environment() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def number(value, unit: str = "", digits: int = 4) -> str:
-    """4 significant digits and the unit; None/NaN/Inf read as 'n/a' (a non-finite run has no statistics)."""
-    if value is None or not _is_number(value) or not math.isfinite(value):
-        return "n/a"
-    text = f"{value:.{digits}g}"
-    return f"{text} {unit}".strip()
-
-
-def _text(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return str(value)
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _source(meta: dict, key: str):
@@ -103,25 +95,32 @@ def _latency_rows(meta: dict) -> dict[str, str]:
                 rows[label] = number(value, "ms")
         if "iters" in latency:
             rows["latency timing"] = f"{latency['iters']} calls after {latency.get('warmup', 0)} warm-up" + (
-                f", timer {latency['timer']}" if latency.get("timer") else "")
+                f", timer {latency['timer']}" if latency.get("timer") else ""
+            )
         return rows
     if isinstance(latency, (list, tuple)):
-        samples = np.asarray([v for v in latency if _is_number(v)], dtype=np.float64)
+        samples = np.asarray([v for v in latency if is_number(v)], dtype=np.float64)
         if samples.size == 0:
             return {}
-        return {"latency median": number(float(np.median(samples)), "ms"), "latency p90": number(float(np.percentile(samples, 90)), "ms")}
-    return {"latency median": number(float(latency), "ms") if _is_number(latency) else _text(latency)}
+        return {
+            "latency median": number(float(np.median(samples)), "ms"),
+            "latency p90": number(float(np.percentile(samples, 90)), "ms"),
+        }
+    return {"latency median": number(float(latency), "ms") if is_number(latency) else text(latency)}
 
 
 def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
-    """One row per fact, reference beside under test; nested dicts (device_info, noise, observation) one row per field."""
+    """One row per fact, reference beside under test; nested dicts (device_info, noise, observation) one "
+    "row per field."""
     rows = []
 
     def add(label, ref_value, dut_value, kind="text"):
-        rows.append({"label": label, "ref": ref_value, "dut": dut_value, "kind": kind, "differs": ref_value != dut_value})
+        rows.append(
+            {"label": label, "ref": ref_value, "dut": dut_value, "kind": kind, "differs": ref_value != dut_value}
+        )
 
-    add("device", _text(ref.get("device")), _text(dut.get("device")))
-    add("dtype", _text(ref.get("dtype")), _text(dut.get("dtype")))
+    add("device", text(ref.get("device")), text(dut.get("device")))
+    add("dtype", text(ref.get("dtype")), text(dut.get("dtype")))
     ref_versions, dut_versions = ref.get("versions") or {}, dut.get("versions") or {}
     if not isinstance(ref_versions, dict):
         ref_versions = {"versions": ref_versions}
@@ -130,16 +129,20 @@ def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
     ordered = [k for k in ("python", "torch", "torch_npu", "lerobot") if k in ref_versions or k in dut_versions]
     ordered += sorted((set(ref_versions) | set(dut_versions)) - set(ordered), key=str)
     for key in ordered:
-        add(f"{key} version", _text(ref_versions.get(key)), _text(dut_versions.get(key)))
+        add(f"{key} version", text(ref_versions.get(key)), text(dut_versions.get(key)))
     for key, label in HASH_KEYS:
-        add(label, _text(ref.get(key)), _text(dut.get(key)), "hash")
+        add(label, text(ref.get(key)), text(dut.get(key)), "hash")
     ref_latency, dut_latency = _latency_rows(ref), _latency_rows(dut)
     for label in dict.fromkeys([*ref_latency, *dut_latency]):
         add(label, ref_latency.get(label, "—"), dut_latency.get(label, "—"))
     for key, label in SOURCE_KEYS:
         ref_value, dut_value = _source(ref, key), _source(dut, key)
         if ref_value is not _MISSING or dut_value is not _MISSING:
-            add(label, _text(None if ref_value is _MISSING else ref_value), _text(None if dut_value is _MISSING else dut_value))
+            add(
+                label,
+                text(None if ref_value is _MISSING else ref_value),
+                text(None if dut_value is _MISSING else dut_value),
+            )
     for key in sorted((set(ref) | set(dut)) - SHOWN_KEYS, key=str):
         ref_value, dut_value = ref.get(key), dut.get(key)
         if isinstance(ref_value, dict) or isinstance(dut_value, dict):
@@ -147,9 +150,9 @@ def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
             dut_value = dut_value if isinstance(dut_value, dict) else {}
             shown = SHOWN_KEYS if key == "observation" else set()
             for field in sorted((set(ref_value) | set(dut_value)) - shown, key=str):
-                add(f"{key} {field}", _text(ref_value.get(field)), _text(dut_value.get(field)))
+                add(f"{key} {field}", text(ref_value.get(field)), text(dut_value.get(field)))
         else:
-            add(key, _text(ref_value), _text(dut_value))
+            add(key, text(ref_value), text(dut_value))
     return rows
 
 
@@ -158,12 +161,12 @@ def _gate_cards(summary: dict) -> list[dict]:
     for key in ("position", "orientation"):
         series = summary[key]
         value, threshold = series.get(series["stat"]), series["threshold"]
-        finite = _is_number(value) and math.isfinite(value)
+        finite = is_number(value) and math.isfinite(value)
         share = value / threshold if finite and threshold > 0 else None
         cards.append(
             {
                 "name": key,
-                "unit": series.get("unit", "m" if key == "position" else "rad"),
+                "unit": series["unit"],
                 "stat": series["stat"],
                 "value": number(value, series.get("unit", "")),
                 "threshold": number(threshold, series.get("unit", "")),
@@ -175,7 +178,7 @@ def _gate_cards(summary: dict) -> list[dict]:
     return cards
 
 
-def _statistics_rows(summary: dict) -> list[dict]:
+def _statistics_rows(summary: dict, statistics: Sequence[str]) -> list[dict]:
     rows = []
     for key in ("position", "orientation"):
         series = summary[key]
@@ -183,7 +186,7 @@ def _statistics_rows(summary: dict) -> list[dict]:
             {
                 "name": key,
                 "unit": series.get("unit", ""),
-                "cells": [{"text": number(series.get(s)), "gated": s == series["stat"]} for s in STATISTICS],
+                "cells": [{"text": number(series.get(s)), "gated": s == series["stat"]} for s in statistics],
                 "threshold": number(series["threshold"]),
                 "passed": bool(series["pass"]),
             }
@@ -211,38 +214,82 @@ def write_plots(out_dir: Path, summary: dict, arrays: ReportArrays) -> list[dict
     """Write every PNG; returns what the page shows for each (file, title, caption, layout: tall, wide or '')."""
     ref_label = f"reference ({summary['ref'].get('device')}, {summary['ref'].get('dtype')})"
     dut_label = f"under test ({summary['dut'].get('device')}, {summary['dut'].get('dtype')})"
-    n_chunks = int(np.asarray(arrays.position_errors).reshape(-1, np.asarray(arrays.position_errors).shape[-1]).shape[0])
+    n_chunks = int(
+        np.asarray(arrays.position_errors).reshape(-1, np.asarray(arrays.position_errors).shape[-1]).shape[0]
+    )
     plots.plot_end_effector_path(
         {ref_label: arrays.reference_positions, dut_label: arrays.under_test_positions},
         out_dir / PLOT_FILES["path"],
         title=f"end-effector path ({summary.get('robot', 'robot')}, TCP, base frame)",
     )
     figures = [
-        {"file": PLOT_FILES["path"], "title": "End-effector path",
-         "caption": "TCP positions in the robot base frame; the grey square is the table plane z = 0, the black square the robot base. "
-                    "Equal scale on x, y and z." + (f" All {n_chunks} chunks drawn, chunk 0 strongest." if n_chunks > 1 else ""),
-         "layout": "tall"},
+        {
+            "file": PLOT_FILES["path"],
+            "title": "End-effector path",
+            "caption": "TCP positions in the robot base frame; the grey square is the table plane z = 0, "
+            "the black square the robot base. "
+            "Equal scale on x, y and z."
+            + (f" All {n_chunks} chunks drawn, chunk 0 strongest." if n_chunks > 1 else ""),
+            "layout": "tall",
+        },
     ]
     for key, errors in (("position", arrays.position_errors), ("orientation", arrays.orientation_errors)):
         series = summary[key]
-        unit = series.get("unit", "m" if key == "position" else "rad")
-        plots.plot_step_errors(errors, series["threshold"], out_dir / PLOT_FILES[key], key, unit, series["stat"], series.get(series["stat"]))
-        figures.append(
-            {"file": PLOT_FILES[key], "title": f"{key.capitalize()} error per step",
-             "caption": f"Error per step ({unit}) with the bound {number(series['threshold'], unit)} (red dashed) and the gated "
-                        f"{series['stat']} (green dotted)." + (f" {n_chunks} chunks: chunk 0 in blue, the others grey." if n_chunks > 1 else ""),
-             "layout": ""}
+        unit = series["unit"]
+        plots.plot_step_errors(
+            errors,
+            series["threshold"],
+            out_dir / PLOT_FILES[key],
+            key,
+            unit,
+            series["stat"],
+            series.get(series["stat"]),
         )
-    plots.plot_joint_traces(arrays.reference_actions, arrays.under_test_actions, arrays.joint_names, out_dir / PLOT_FILES["joint_traces"],
-                            unit=arrays.joint_unit, reference_label=ref_label, under_test_label=dut_label)
+        figures.append(
+            {
+                "file": PLOT_FILES[key],
+                "title": f"{key.capitalize()} error per step",
+                "caption": f"Error per step ({unit}) with the bound {number(series['threshold'], unit)} "
+                "(red dashed) and the gated "
+                f"{series['stat']} (green dotted)."
+                + (f" {n_chunks} chunks: chunk 0 in blue, the others grey." if n_chunks > 1 else ""),
+                "layout": "",
+            }
+        )
+    plots.plot_joint_traces(
+        arrays.reference_actions,
+        arrays.under_test_actions,
+        arrays.joint_names,
+        out_dir / PLOT_FILES["joint_traces"],
+        unit=arrays.joint_unit,
+        reference_label=ref_label,
+        under_test_label=dut_label,
+    )
     chunk_note = f"Chunk 0 of {n_chunks} is plotted." if n_chunks > 1 else ""
-    figures.append({"file": PLOT_FILES["joint_traces"], "title": f"Joint trajectories ({arrays.joint_unit})",
-                    "caption": f"Reference (solid blue) and under test (dashed orange) per joint. {chunk_note}".strip(), "layout": "wide"})
-    plots.plot_joint_errors(arrays.reference_actions, arrays.under_test_actions, arrays.joint_names, out_dir / PLOT_FILES["joint_errors"],
-                            unit=arrays.joint_unit)
-    figures.append({"file": PLOT_FILES["joint_errors"], "title": f"Absolute joint error ({arrays.joint_unit})",
-                    "caption": "|reference − under test| per joint and step." + (" Chunk 0 in colour, the other chunks grey." if n_chunks > 1 else ""),
-                    "layout": "wide"})
+    figures.append(
+        {
+            "file": PLOT_FILES["joint_traces"],
+            "title": f"Joint trajectories ({arrays.joint_unit})",
+            "caption": f"Reference (solid blue) and under test (dashed orange) per joint. {chunk_note}".strip(),
+            "layout": "wide",
+        }
+    )
+    plots.plot_joint_errors(
+        arrays.reference_actions,
+        arrays.under_test_actions,
+        arrays.joint_names,
+        out_dir / PLOT_FILES["joint_errors"],
+        unit=arrays.joint_unit,
+    )
+    figures.append(
+        {
+            "file": PLOT_FILES["joint_errors"],
+            "title": f"Absolute joint error ({arrays.joint_unit})",
+            "caption": "|reference − under test| per joint and step."
+            + (" Chunk 0 in colour, the other chunks grey." if n_chunks > 1 else ""),
+            "layout": "wide",
+        }
+    )
     return figures
 
 
@@ -260,45 +307,76 @@ def _banner_latency(ref: dict, dut: dict) -> str | None:
     return f"{dut_median or '—'} under test vs {ref_median or '—'} reference"
 
 
-def page_context(summary: dict, arrays: ReportArrays, figures: list[dict]) -> dict:
+def page_context(summary: dict, arrays: ReportArrays, figures: list[dict], statistics: Sequence[str]) -> dict:
     ref, dut = summary["ref"], summary["dut"]
     shape = summary.get("shape") or list(np.asarray(arrays.reference_actions).shape)
     joint_unit = summary.get("joint_units", arrays.joint_unit)
     return {
         "passed": bool(summary["pass"]),
         "verdict": "PASS" if summary["pass"] else "FAIL",
-        "ref": {"device": _text(ref.get("device")), "dtype": _text(ref.get("dtype"))},
-        "dut": {"device": _text(dut.get("device")), "dtype": _text(dut.get("dtype"))},
-        "robot": _text(summary.get("robot")),
+        "ref": {"device": text(ref.get("device")), "dtype": text(ref.get("dtype"))},
+        "dut": {"device": text(dut.get("device")), "dtype": text(dut.get("dtype"))},
+        "robot": text(summary.get("robot")),
         "shape": "×".join(str(n) for n in shape),
         "n_steps": summary.get("n_steps"),
         "statistic": summary["position"]["stat"],
         # The banner shows one task (the reference's when both have one); provenance lists both sides.
-        "task": next((_text(task) for task in (_source(ref, "task"), _source(dut, "task")) if task not in (_MISSING, None)), None),
+        "task": next(
+            (text(task) for task in (_source(ref, "task"), _source(dut, "task")) if task not in (_MISSING, None)), None
+        ),
         "latency": _banner_latency(ref, dut),
-        "notes": list(dict.fromkeys(_text(meta["note"]) for meta in (ref, dut) if meta.get("note"))),
+        "notes": list(dict.fromkeys(text(meta["note"]) for meta in (ref, dut) if meta.get("note"))),
         "forced": bool(summary.get("forced")),
         "cards": _gate_cards(summary),
-        "checks": [{"passed": bool(c["pass"]), "name": c["name"], "message": c["message"]} for c in summary.get("checks", [])],
-        "statistics": _statistics_rows(summary),
-        "statistic_names": STATISTICS,
-        "joints": [{"name": _text(name), "value": number(value, joint_unit)} for name, value in summary.get("joints", {}).items()],
+        "checks": [
+            {"passed": bool(c["pass"]), "name": c["name"], "message": c["message"]} for c in summary.get("checks", [])
+        ],
+        "statistics": _statistics_rows(summary, statistics),
+        "statistic_names": list(statistics),
+        "joints": [
+            {"name": text(name), "value": number(value, joint_unit)}
+            for name, value in summary.get("joints", {}).items()
+        ],
         "joint_unit": joint_unit,
         "provenance": _provenance_rows(ref, dut),
         "nonfinite": _nonfinite_notes(arrays),
         "figures": figures,
-        "generated": _datetime.datetime.now(_datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated": _datetime.datetime.now(_datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "tool_version": _tool_version(),
     }
 
 
-def render_html(summary: dict, arrays: ReportArrays, figures: list[dict]) -> str:
-    return template_environment().get_template("report.html").render(**page_context(summary, arrays, figures))
+def render_report(
+    out_dir: str | Path,
+    summary: dict,
+    arrays: ReportArrays,
+    statistics: Sequence[str],
+    sweep: SweepArrays | None = None,
+    trace: dict | None = None,
+) -> Path:
+    """Write every plot, then `out_dir/index.html` last; returns the page's path.
 
-
-def render_report(out_dir: str | Path, summary: dict, arrays: ReportArrays) -> Path:
-    """Write the plots, then `out_dir/index.html`; returns the page's path."""
+    statistics: the statistic names of the table, in order. `sweep` and `trace` (the trace's JSON
+    dict) add their sections; the standard plots then draw `sweep.standard`, worst chunk first.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if sweep is not None:
+        arrays = sweep.standard
     figures = write_plots(out_dir, summary, arrays)
-    return write_text(out_dir / "index.html", render_html(summary, arrays, figures))
+    if sweep is not None and sweep.shown_chunks < len(sweep.position_errors):
+        for figure in figures:
+            figure["caption"] += (
+                f" Drawn: the {sweep.shown_chunks} worst of {len(sweep.position_errors)} chunks, worst as chunk 0."
+            )
+    elif sweep is not None:
+        for figure in figures:
+            figure["caption"] += " Chunks are ordered worst first: chunk 0 is the worst frame of the sweep."
+    context = page_context(summary, arrays, figures, statistics)
+    template = "report.html"
+    if sweep is not None or trace is not None:
+        template = "sections.html"
+        context["sweep"] = sweep_section(out_dir, summary, sweep) if sweep is not None else None
+        context["trace"] = trace_section(out_dir, trace) if trace is not None else None
+    page = template_environment().get_template(template).render(**context)
+    return write_text(out_dir / "index.html", page)

@@ -4,6 +4,7 @@ Every function takes plain arrays (no project types), so `reports` never imports
 Non-finite values are never plotted and never crash a plot: they are dropped from lines and
 axis limits, and the figure says how many there were.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,12 +15,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window; must precede pyplot
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.collections import LineCollection
+from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
 
-from reports.atomic import write_bytes  # noqa: E402
+from reports.atomic import write_bytes
 
 REFERENCE_COLOUR = "#1f5fa8"
 UNDER_TEST_COLOUR = "#e07b00"
@@ -70,8 +71,16 @@ def count_nonfinite(values) -> int:
 def note_nonfinite(axes, count: int, what: str = "values") -> None:
     if count:
         axes.text(
-            0.5, 0.5, f"{count} non-finite {what} not shown", transform=axes.transAxes, ha="center", va="center",
-            color=BOUND_COLOUR, fontsize=9, fontweight="bold", bbox={"facecolor": "white", "edgecolor": BOUND_COLOUR, "alpha": 0.9},
+            0.5,
+            0.5,
+            f"{count} non-finite {what} not shown",
+            transform=axes.transAxes,
+            ha="center",
+            va="center",
+            color=BOUND_COLOUR,
+            fontsize=9,
+            fontweight="bold",
+            bbox={"facecolor": "white", "edgecolor": BOUND_COLOUR, "alpha": 0.9},
         )
 
 
@@ -118,26 +127,55 @@ def plot_end_effector_path(
         figure = plt.figure(figsize=(6.4, 5.6))
         axes = figure.add_subplot(projection="3d")
         table = [
-            (lows[0], lows[1], 0.0), (highs[0], lows[1], 0.0), (highs[0], highs[1], 0.0), (lows[0], highs[1], 0.0),
+            (lows[0], lows[1], 0.0),
+            (highs[0], lows[1], 0.0),
+            (highs[0], highs[1], 0.0),
+            (lows[0], highs[1], 0.0),
         ]
-        axes.add_collection3d(Poly3DCollection([table], facecolor="#9e9e9e", alpha=0.18, edgecolor="#757575", linewidth=0.6))
+        axes.add_collection3d(
+            Poly3DCollection([table], facecolor="#9e9e9e", alpha=0.18, edgecolor="#757575", linewidth=0.6)
+        )
         axes.scatter(*base, marker="s", s=70, color="black", depthshade=False, label="robot base", zorder=5)
         axes.plot([base[0], base[0]], [base[1], base[1]], [0.0, base[2]], color="black", linewidth=1)
         for index, (label, group) in enumerate(labelled):
             colour = PATH_COLOURS[index % len(PATH_COLOURS)]
             style = {plain_text(k): v for k, v in (linestyles or {}).items()}.get(label, "-" if index == 0 else "--")
             if len(group) > 1:  # the other chunks as one collection: hundreds of chunks draw as fast as one
-                axes.add_collection3d(Line3DCollection([_finite_or_nan(p) for p in group[1:]], colors=colour, linewidths=0.9,
-                                                       linestyles=style, alpha=0.4))
+                axes.add_collection3d(
+                    Line3DCollection(
+                        [_finite_or_nan(p) for p in group[1:]],
+                        colors=colour,
+                        linewidths=0.9,
+                        linestyles=style,
+                        alpha=0.4,
+                    )
+                )
             path = _finite_or_nan(group[0])
-            axes.plot(path[:, 0], path[:, 1], path[:, 2], style, color=colour, linewidth=1.6 if index == 0 else 1.3, alpha=0.95, label=label)
+            axes.plot(
+                path[:, 0],
+                path[:, 1],
+                path[:, 2],
+                style,
+                color=colour,
+                linewidth=1.6 if index == 0 else 1.3,
+                alpha=0.95,
+                label=label,
+            )
             valid = path[np.all(np.isfinite(path), axis=-1)]
             if len(valid):
                 axes.scatter(*valid[0], marker="o", s=22, color=colour, depthshade=False)
                 axes.scatter(*valid[-1], marker="^", s=30, color=colour, depthshade=False)
         # The first path's shadow on the table: its height above (or under) the table reads at a glance.
         shadow = _finite_or_nan(labelled[0][1][0])
-        axes.plot(shadow[:, 0], shadow[:, 1], np.zeros(len(shadow)), ":", color="#757575", linewidth=1.0, label="shadow on table")
+        axes.plot(
+            shadow[:, 0],
+            shadow[:, 1],
+            np.zeros(len(shadow)),
+            ":",
+            color="#757575",
+            linewidth=1.0,
+            label="shadow on table",
+        )
         axes.set_xlim(lows[0], highs[0])
         axes.set_ylim(lows[1], highs[1])
         axes.set_zlim(lows[2], highs[2])
@@ -151,7 +189,9 @@ def plot_end_effector_path(
             notes.append(f"WARNING: {n_below} points under the table (z < 0): check joint signs/offsets")
         if n_nonfinite:
             notes.append(f"{n_nonfinite} non-finite positions not shown")
-        figure.text(0.02, 0.01, "\n".join(notes), fontsize=8, color=BOUND_COLOUR if (n_below or n_nonfinite) else "#555555")
+        figure.text(
+            0.02, 0.01, "\n".join(notes), fontsize=8, color=BOUND_COLOUR if (n_below or n_nonfinite) else "#555555"
+        )
         axes.legend(loc="upper left", bbox_to_anchor=(0.0, 1.0))
         axes.set_title(plain_text(title) if title else "end-effector path")
     return save_figure(figure, out_png)
@@ -198,10 +238,22 @@ def plot_step_errors(
         figure, axes = plt.subplots(figsize=(6.4, 3.6))
         if n_chunks > 1:
             axes.add_collection(_chunk_lines(steps, errors[1:], label=_other_chunks(n_chunks)))
-        axes.plot(steps, _finite_or_nan(errors[0]), color=REFERENCE_COLOUR, linewidth=1.6, label="chunk 0" if n_chunks > 1 else f"{name} error")
+        axes.plot(
+            steps,
+            _finite_or_nan(errors[0]),
+            color=REFERENCE_COLOUR,
+            linewidth=1.6,
+            label="chunk 0" if n_chunks > 1 else f"{name} error",
+        )
         axes.axhline(bound, color=BOUND_COLOUR, linestyle="--", linewidth=1.4, label=f"bound {bound:g} {unit}")
         if gated_value is not None and np.isfinite(gated_value):
-            axes.axhline(gated_value, color="#2e7d32", linestyle=":", linewidth=1.4, label=f"{statistic} {gated_value:.3g} {unit} (gated)")
+            axes.axhline(
+                gated_value,
+                color="#2e7d32",
+                linestyle=":",
+                linewidth=1.4,
+                label=f"{statistic} {gated_value:.3g} {unit} (gated)",
+            )
         scale = set_error_axis_scale(axes, errors, bound)
         axes.set_xlim(0, max(horizon - 1, 1))
         axes.set_xlabel("step in chunk")
@@ -218,14 +270,23 @@ def _joint_grid(n_joints: int):
     rows = int(np.ceil(n_joints / columns))
     figure, grid = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows + 0.7), squeeze=False, sharex=True)
     # Fixed margins instead of tight_layout: same look, no extra layout pass (the slowest part of a grid).
-    figure.subplots_adjust(left=0.06, right=0.99, bottom=0.1, top=1 - 0.7 / (2.6 * rows + 0.7), wspace=0.22, hspace=0.32)
+    figure.subplots_adjust(
+        left=0.06, right=0.99, bottom=0.1, top=1 - 0.7 / (2.6 * rows + 0.7), wspace=0.22, hspace=0.32
+    )
     for extra in grid.ravel()[n_joints:]:
         extra.set_visible(False)
     return figure, grid.ravel()
 
 
-def plot_joint_traces(reference, under_test, joint_names: Sequence[str], out_png: str | Path, unit: str = "deg",
-                      reference_label: str = "reference", under_test_label: str = "under test") -> Path:
+def plot_joint_traces(
+    reference,
+    under_test,
+    joint_names: Sequence[str],
+    out_png: str | Path,
+    unit: str = "deg",
+    reference_label: str = "reference",
+    under_test_label: str = "under test",
+) -> Path:
     """Reference vs under-test trace per joint, chunk 0 only (stated in the title when N > 1)."""
     unit = plain_text(unit)
     reference = np.asarray(reference, dtype=np.float64)
@@ -237,8 +298,21 @@ def plot_joint_traces(reference, under_test, joint_names: Sequence[str], out_png
     with plt.rc_context(STYLE):
         figure, panels = _joint_grid(reference.shape[-1])
         for j, axes in enumerate(panels[: reference.shape[-1]]):
-            axes.plot(steps, _finite_or_nan(reference[:, j]), color=REFERENCE_COLOUR, linewidth=1.8, label=plain_text(reference_label))
-            axes.plot(steps, _finite_or_nan(under_test[:, j]), "--", color=UNDER_TEST_COLOUR, linewidth=1.3, label=plain_text(under_test_label))
+            axes.plot(
+                steps,
+                _finite_or_nan(reference[:, j]),
+                color=REFERENCE_COLOUR,
+                linewidth=1.8,
+                label=plain_text(reference_label),
+            )
+            axes.plot(
+                steps,
+                _finite_or_nan(under_test[:, j]),
+                "--",
+                color=UNDER_TEST_COLOUR,
+                linewidth=1.3,
+                label=plain_text(under_test_label),
+            )
             axes.set_title(plain_text(joint_names[j]) if j < len(joint_names) else f"joint {j}")
             axes.set_ylabel(unit)
             note_nonfinite(axes, count_nonfinite(reference[:, j]) + count_nonfinite(under_test[:, j]))
@@ -247,11 +321,15 @@ def plot_joint_traces(reference, under_test, joint_names: Sequence[str], out_png
         handles, labels = panels[0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="upper right", ncol=2, frameon=False, bbox_to_anchor=(0.99, 1.0))
         which = f"chunk 0 of {n_chunks}" if n_chunks > 1 else "one chunk"
-        figure.suptitle(f"joint trajectories, reference vs under test ({unit}, {which})", fontweight="bold", x=0.01, ha="left")
+        figure.suptitle(
+            f"joint trajectories, reference vs under test ({unit}, {which})", fontweight="bold", x=0.01, ha="left"
+        )
     return save_figure(figure, out_png, tight=False)
 
 
-def plot_joint_errors(reference, under_test, joint_names: Sequence[str], out_png: str | Path, unit: str = "deg") -> Path:
+def plot_joint_errors(
+    reference, under_test, joint_names: Sequence[str], out_png: str | Path, unit: str = "deg"
+) -> Path:
     """|reference - under test| per joint and step: chunk 0 bold, other chunks thin grey."""
     unit = plain_text(unit)
     difference = np.abs(np.asarray(reference, dtype=np.float64) - np.asarray(under_test, dtype=np.float64))

@@ -1,11 +1,13 @@
 """Machine-readable outputs of one comparison: JSON summary, JUnit XML, Markdown table.
 
-Each takes the summary dict (the JSON contract of DESIGN.md), so every format says the same thing.
+Each takes the summary dict (the JSON contract in README.md and ARCHITECTURE.md), so every format says the same thing.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -36,10 +38,14 @@ def _case_name(check: dict) -> str:
 def junit_xml(summary: dict, suite_name: str = "verify-ate") -> str:
     checks = summary["checks"]
     failures = sum(not c["pass"] for c in checks)
-    suite = ET.Element("testsuite", name=suite_name, tests=str(len(checks)), failures=str(failures), errors="0", skipped="0")
+    suite = ET.Element(
+        "testsuite", name=suite_name, tests=str(len(checks)), failures=str(failures), errors="0", skipped="0"
+    )
     label = f"{summary['ref'].get('device')} vs {summary['dut'].get('device')}"
     for check in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{summary.get('robot', 'robot')}", name=_case_name(check))
+        case = ET.SubElement(
+            suite, "testcase", classname=f"{suite_name}.{summary.get('robot', 'robot')}", name=_case_name(check)
+        )
         if not check["pass"]:
             failure = ET.SubElement(case, "failure", message=check["message"], type="GateFailed")
             failure.text = f"{label}: {check['message']}"
@@ -59,25 +65,30 @@ def _number(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.6g}"
 
 
-def markdown_summary(summary: dict) -> str:
+def markdown_summary(summary: dict, statistics: Sequence[str]) -> str:
+    """A Markdown table of `statistics` (names, in column order) per error series, then the checks."""
     verdict = "PASS" if summary["pass"] else "FAIL"
     stat = summary["position"]["stat"]
     lines = [
         f"### verify-ate: **{verdict}** ({summary['ref'].get('device')} {summary['ref'].get('dtype')} vs "
         f"{summary['dut'].get('device')} {summary['dut'].get('dtype')}, {summary['n_steps']} steps, gate on {stat})",
         "",
-        "| error | rmse | mean | median | std | min | max | p95 | bound | pass |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| error | " + " | ".join(statistics) + " | bound | pass |",
+        "|---" * (len(statistics) + 3) + "|",
     ]
-    for key, unit in (("position", "m"), ("orientation", "rad")):
+    for key in ("position", "orientation"):
         row = summary[key]
-        cells = [_number(row[s]) for s in ("rmse", "mean", "median", "std", "min", "max", "p95")]
-        lines.append(f"| {key} ({unit}) | " + " | ".join(cells) + f" | {row['threshold']:g} | {'yes' if row['pass'] else '**no**'} |")
+        cells = [_number(row[s]) for s in statistics]
+        lines.append(
+            f"| {key} ({row['unit']}) | "
+            + " | ".join(cells)
+            + f" | {row['threshold']:g} | {'yes' if row['pass'] else '**no**'} |"
+        )
     lines.append("")
     for check in summary["checks"]:
         lines.append(f"- {'✅' if check['pass'] else '❌'} {check['message']}")
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(summary: dict, path: str | Path) -> Path:
-    return write_text(path, markdown_summary(summary))
+def write_markdown(summary: dict, path: str | Path, statistics: Sequence[str]) -> Path:
+    return write_text(path, markdown_summary(summary, statistics))

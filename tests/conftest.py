@@ -1,4 +1,5 @@
 """Shared test helpers: paths, the real console script in a subprocess, artifact factories."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference"
-KOCH_MJCF = SHARED_REFERENCE / "koch_follower_kinematic.xml"
+TEST_DATA = Path(__file__).resolve().parent / "data"
+KOCH_MJCF = TEST_DATA / "koch_follower_kinematic.xml"  # the Koch follower MJCF, meshes stripped
 CONSOLE_SCRIPT = Path(sys.executable).parent / "verify-ate"
 
 
@@ -20,7 +21,12 @@ def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProce
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **(env or {})}
     command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "verify.cli"]
     return subprocess.run(
-        [*command, *map(str, args)], cwd=cwd or REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout
+        [*command, *map(str, args)],
+        cwd=cwd or REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -39,7 +45,7 @@ def koch_actions(rng: np.random.Generator, n: int = 1, horizon: int = 50) -> np.
 
 
 def make_artifact(actions: np.ndarray, **meta_overrides):
-    from verify.artifact import SCHEMA, TrajectoryArtifact
+    from verify.compare.artifact import SCHEMA, TrajectoryArtifact
 
     meta = {
         "schema": SCHEMA,
@@ -60,3 +66,25 @@ def make_artifact(actions: np.ndarray, **meta_overrides):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """One demo cache for the whole session: the demo dataset (written by lerobot) and the tiny
+    random-weight pi0 checkpoint, built by a first real `verify-ate run --demo`. Read-only for
+    tests: one that corrupts a dataset or checkpoint copies it into its own tmp_path first."""
+    cache = tmp_path_factory.mktemp("verify-ate-cache")
+    out = tmp_path_factory.mktemp("warm")
+    result = run_cli(
+        "run", "--demo", "--cache-dir", cache, "--device", "cpu", "--iters", "0", "--save", out / "warm.npz", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(demo_cache):
+    """The demo dataset folder inside the session's demo cache."""
+    from verify.data.demo_dataset import ensure_demo_dataset
+
+    return ensure_demo_dataset(demo_cache)

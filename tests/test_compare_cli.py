@@ -1,4 +1,5 @@
 """`verify-ate compare` through the real console script: verdicts, files, and every refusal."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-
 from conftest import koch_actions, make_artifact, run_cli
-from verify.artifact import save_artifact
+
+from verify.compare.artifact import save_artifact
 
 
 @pytest.fixture
@@ -17,7 +18,9 @@ def pair(tmp_path, rng):
     actions = koch_actions(rng, n=2)
     reference = save_artifact(make_artifact(actions.astype(np.float32)), tmp_path / "ref.npz")
     nudged = actions + rng.normal(scale=0.05, size=actions.shape)
-    under_test = save_artifact(make_artifact(nudged.astype(np.float32), device="cpu", dtype="bfloat16"), tmp_path / "dut.npz")
+    under_test = save_artifact(
+        make_artifact(nudged.astype(np.float32), device="cpu", dtype="bfloat16"), tmp_path / "dut.npz"
+    )
     return reference, under_test, actions
 
 
@@ -41,7 +44,14 @@ def test_identical_artifacts_pass_with_exactly_zero_error(pair, tmp_path):
         assert set(summary[key]) >= {"rmse", "mean", "median", "std", "min", "max", "p95", "threshold", "stat", "pass"}
         assert summary[key]["max"] == 0.0
     assert summary["position"]["threshold"] == 0.03 and summary["orientation"]["threshold"] == 0.2
-    assert set(summary["joints"]) == {"shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"}
+    assert set(summary["joints"]) == {
+        "shoulder_pan",
+        "shoulder_lift",
+        "elbow_flex",
+        "wrist_flex",
+        "wrist_roll",
+        "gripper",
+    }
     assert summary["ref"]["device"] == "cpu" and "dut" in summary
     for name in ("summary.json", "summary.md", "junit.xml"):
         assert (tmp_path / "report" / name).is_file()
@@ -60,7 +70,9 @@ def test_tight_bound_fails_the_gate_with_exit_1_and_junit_says_which(pair, tmp_p
     junit = tmp_path / "junit.xml"
     result = run_cli("compare", reference, under_test, "--pos-tol", "1e-6", "--stat", "max", "--junit", junit)
     assert result.returncode == 1
-    assert result.stdout.startswith("FAIL") and "position max" in result.stdout and "OVER bound 1e-06 m" in result.stdout
+    assert (
+        result.stdout.startswith("FAIL") and "position max" in result.stdout and "OVER bound 1e-06 m" in result.stdout
+    )
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite.get("tests") == "3" and suite.get("failures") == "1"
     failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
@@ -85,7 +97,9 @@ def test_bare_npy_in_radians_equals_the_degree_artifact(pair, tmp_path):
     np.save(tmp_path / "ref_one.npy", actions[0])
     ok = run_cli("compare", tmp_path / "ref_one.npy", tmp_path / "ref_one.npy", "--units", "deg")
     assert ok.returncode == 0, ok.stderr
-    rad = run_cli("compare", tmp_path / "dut_rad.npy", tmp_path / "dut_rad.npy", "--units", "rad", "--json", tmp_path / "s.json")
+    rad = run_cli(
+        "compare", tmp_path / "dut_rad.npy", tmp_path / "dut_rad.npy", "--units", "rad", "--json", tmp_path / "s.json"
+    )
     assert rad.returncode == 0, rad.stderr
     no_units = run_cli("compare", tmp_path / "ref_one.npy", tmp_path / "ref_one.npy")
     _one_line_error(no_units, "ref_one.npy", "needs --units deg or --units rad")

@@ -5,6 +5,7 @@ run. Both use one intra-op thread (OMP_NUM_THREADS=1, what torchrun sets for its
 CPU kernels may sum in a different order with another thread count, and the promise is the same
 bits for the same batches on the same kind of device and thread count.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,35 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, run_cli
-from verify.distributed import Group, backend_for, batches_of_rank, rank_device
+
+from verify.run.distributed import Group, backend_for, batches_of_rank, rank_device
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-SWEEP = ("sweep", "--demo", "--quiet", "--iters", "0", "--dut", "cpu", "--dut-dtype", "bfloat16", "--episodes", "0,1",
-         "--frames", "0:6:2", "--seeds", "0,1", "--batch-size", "4", "--frame-stat", "max", "--worst-frames", "1")
+SWEEP = (
+    "sweep",
+    "--demo",
+    "--quiet",
+    "--iters",
+    "0",
+    "--dut",
+    "cpu",
+    "--dut-dtype",
+    "bfloat16",
+    "--episodes",
+    "0,1",
+    "--frames",
+    "0:6:2",
+    "--seeds",
+    "0,1",
+    "--batch-size",
+    "4",
+    "--frame-stat",
+    "max",
+    "--worst-frames",
+    "1",
+)
 
 
 def test_each_rank_gets_its_own_accelerator_unless_the_spec_names_one():
@@ -47,24 +69,25 @@ def test_batches_are_dealt_round_robin_and_gathered_back_in_unit_order():
 
 def _torchrun(args, env, nproc=2):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **env}
-    return subprocess.run([str(TORCHRUN), "--nproc-per-node", str(nproc), "-m", "verify.cli", *map(str, args)],
-                          cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "sweep-demo-cache"
-    from verify.demo_dataset import ensure_demo_dataset
-
-    ensure_demo_dataset(cache)
-    return cache
+    return subprocess.run(
+        [str(TORCHRUN), "--nproc-per-node", str(nproc), "-m", "verify.cli", *map(str, args)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
 def test_two_ranks_under_torchrun_equal_one_process_bit_for_bit(demo_cache, tmp_path):
-    single = run_cli(*SWEEP, "--cache-dir", demo_cache, "--out", tmp_path / "one", "--json", tmp_path / "one.json", env=ONE_THREAD)
+    single = run_cli(
+        *SWEEP, "--cache-dir", demo_cache, "--out", tmp_path / "one", "--json", tmp_path / "one.json", env=ONE_THREAD
+    )
     assert single.returncode == 0, single.stderr
-    ranked = _torchrun([*SWEEP, "--cache-dir", demo_cache, "--out", tmp_path / "two", "--json", tmp_path / "two.json"], ONE_THREAD)
+    ranked = _torchrun(
+        [*SWEEP, "--cache-dir", demo_cache, "--out", tmp_path / "two", "--json", tmp_path / "two.json"], ONE_THREAD
+    )
     assert ranked.returncode == 0, ranked.stderr[-3000:]
     assert ranked.stdout.count("PASS") == 1  # only rank 0 prints the verdict
     one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two"))
@@ -87,18 +110,47 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_a_failure_on_one_rank_is_the_same_exit_code_on_every_rank(demo_cache, tmp_path):
     """Ranks started as torchrun starts them (its environment contract), so each rank's own exit
     code can be read: torchrun itself stops the other ranks when the first one exits."""
     port = _free_port()
     processes = []
     for rank in range(2):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **ONE_THREAD}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "verify.cli", "sweep", "--demo", "--cache-dir", str(demo_cache), "--quiet",
-             "--episodes", "0,4", "--out", str(tmp_path / "out")],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            **ONE_THREAD,
+        }
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "verify.cli",
+                    "sweep",
+                    "--demo",
+                    "--cache-dir",
+                    str(demo_cache),
+                    "--quiet",
+                    "--episodes",
+                    "0,4",
+                    "--out",
+                    str(tmp_path / "out"),
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [2, 2], outputs
     assert "episode 4 out of range" in outputs[0][1]

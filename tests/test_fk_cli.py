@@ -1,10 +1,12 @@
 """`verify-ate fk`: joint CSV in dataset units -> pose CSV, through the real console script."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
+import pytest
 from conftest import koch_actions, run_cli
+
 from kinematics import dataset_forward_kinematics, load_robot
 from kinematics.rotations import quaternion_to_matrix
 
@@ -14,7 +16,9 @@ JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_ro
 def test_fk_csv_round_trip(tmp_path, rng):
     actions = koch_actions(rng, n=1, horizon=30)[0]
     pd.DataFrame(actions, columns=JOINTS).to_csv(tmp_path / "joints.csv", index=False)
-    result = run_cli("fk", "--robot", "koch_v1_1", "--input", tmp_path / "joints.csv", "--output", tmp_path / "poses.csv")
+    result = run_cli(
+        "fk", "--robot", "koch_v1_1", "--input", tmp_path / "joints.csv", "--output", tmp_path / "poses.csv"
+    )
     assert result.returncode == 0, result.stderr
     poses = pd.read_csv(tmp_path / "poses.csv")
     assert list(poses.columns) == ["x", "y", "z", "qw", "qx", "qy", "qz"] and len(poses) == 30
@@ -44,13 +48,24 @@ def test_fk_bad_csv_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "out.csv").exists()
 
 
-def test_fk_of_a_recorded_episode_with_its_plot(tmp_path):
-    """A recorded episode's end-effector path, read from a LeRobot dataset written by lerobot."""
-    from verify.demo_dataset import ensure_demo_dataset
-    from verify.observation import episode_joint_path
+@pytest.mark.slow
+def test_fk_of_a_recorded_episode_with_its_plot(demo_dataset, tmp_path):
+    """A recorded episode's end-effector path, read from a LeRobot dataset written by lerobot (the "
+    "session's demo_dataset)."""
+    from verify.data.observation import episode_joint_path
 
-    dataset = ensure_demo_dataset(tmp_path / "cache")
-    result = run_cli("fk", "--dataset", dataset, "--episode", "1", "--output", tmp_path / "poses.csv", "--plot", tmp_path / "path.png")
+    dataset = demo_dataset
+    result = run_cli(
+        "fk",
+        "--dataset",
+        dataset,
+        "--episode",
+        "1",
+        "--output",
+        tmp_path / "poses.csv",
+        "--plot",
+        tmp_path / "path.png",
+    )
     assert result.returncode == 0, result.stderr
     states = episode_joint_path(dataset, 1)
     poses = pd.read_csv(tmp_path / "poses.csv")

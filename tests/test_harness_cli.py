@@ -1,25 +1,15 @@
 """The harness end to end: real lerobot PI0Policy (tiny, seeded random weights), a dataset written
 by lerobot, the real console script in a subprocess."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    """One demo dataset and tiny checkpoint for the module, built by a first real run."""
-    cache = tmp_path_factory.mktemp("verify-ate-cache")
-    out = tmp_path_factory.mktemp("warm")
-    result = run_cli("run", "--demo", "--cache-dir", cache, "--device", "cpu", "--iters", "0", "--save", out / "warm.npz", "--quiet")
-    assert result.returncode == 0, result.stderr
-    return cache
+pytestmark = pytest.mark.slow  # every test runs the model command line; most on the session's demo_cache (conftest)
 
 
 def demo(cache, *args):
@@ -27,8 +17,21 @@ def demo(cache, *args):
 
 
 def test_cpu_float32_against_itself_is_exactly_zero(demo_cache, tmp_path):
-    result = demo(demo_cache, "--dut", "cpu", "--dut-dtype", "float32", "--iters", "2", "--warmup", "1",
-                  "--out", tmp_path / "out", "--json", tmp_path / "s.json")
+    result = demo(
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "float32",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        tmp_path / "out",
+        "--json",
+        tmp_path / "s.json",
+    )
     assert result.returncode == 0, result.stderr
     assert "RANDOM weights" in result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
@@ -37,7 +40,11 @@ def test_cpu_float32_against_itself_is_exactly_zero(demo_cache, tmp_path):
     assert all(value == 0.0 for value in summary["joints"].values())
     for side in ("ref", "dut"):
         meta = summary[side]
-        assert meta["latency_ms"]["iters"] == 2 and meta["latency_ms"]["median_ms"] > 0 and meta["latency_ms"]["p90_ms"] > 0
+        assert (
+            meta["latency_ms"]["iters"] == 2
+            and meta["latency_ms"]["median_ms"] > 0
+            and meta["latency_ms"]["p90_ms"] > 0
+        )
         assert meta["versions"]["lerobot"] == "0.6.1" and meta["versions"]["torch_npu"] is None
         assert len(meta["checkpoint_sha256"]) == 64 and len(meta["observation_sha256"]) == 64
         assert meta["demo"] is True
@@ -46,8 +53,19 @@ def test_cpu_float32_against_itself_is_exactly_zero(demo_cache, tmp_path):
 
 
 def test_float32_against_bfloat16_is_finite_and_not_zero(demo_cache, tmp_path):
-    result = demo(demo_cache, "--dut", "cpu", "--dut-dtype", "bfloat16", "--iters", "0", "--json", tmp_path / "s.json",
-                  "--out", tmp_path / "out")
+    result = demo(
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "bfloat16",
+        "--iters",
+        "0",
+        "--json",
+        tmp_path / "s.json",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["finite"] is True
@@ -58,11 +76,40 @@ def test_float32_against_bfloat16_is_finite_and_not_zero(demo_cache, tmp_path):
 def test_run_run_compare_equals_the_one_shot(demo_cache, tmp_path):
     noise = tmp_path / "noise.safetensors"
     assert run_cli("noise", "make", "--seed", "7", "--out", noise).returncode == 0
-    one_shot = demo(demo_cache, "--dut", "cpu", "--dut-dtype", "bfloat16", "--noise", noise, "--iters", "0", "--json", tmp_path / "one.json", "--out", tmp_path / "out")
+    one_shot = demo(
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "bfloat16",
+        "--noise",
+        noise,
+        "--iters",
+        "0",
+        "--json",
+        tmp_path / "one.json",
+        "--out",
+        tmp_path / "out",
+    )
     assert one_shot.returncode in (0, 1), one_shot.stderr
     for name, dtype in (("ref", "float32"), ("dut", "bfloat16")):
-        side = run_cli("run", "--demo", "--cache-dir", demo_cache, "--device", "cpu", "--dtype", dtype, "--noise", noise,
-                       "--iters", "0", "--quiet", "--save", tmp_path / f"{name}.npz")
+        side = run_cli(
+            "run",
+            "--demo",
+            "--cache-dir",
+            demo_cache,
+            "--device",
+            "cpu",
+            "--dtype",
+            dtype,
+            "--noise",
+            noise,
+            "--iters",
+            "0",
+            "--quiet",
+            "--save",
+            tmp_path / f"{name}.npz",
+        )
         assert side.returncode == 0, side.stderr
     compared = run_cli("compare", tmp_path / "ref.npz", tmp_path / "dut.npz", "--json", tmp_path / "two.json")
     assert compared.returncode == one_shot.returncode, compared.stderr
@@ -76,8 +123,19 @@ def test_run_run_compare_equals_the_one_shot(demo_cache, tmp_path):
 def test_artifacts_made_with_different_noise_are_refused(demo_cache, tmp_path):
     for seed in ("0", "1"):
         assert run_cli("noise", "make", "--seed", seed, "--out", tmp_path / f"n{seed}.safetensors").returncode == 0
-        side = run_cli("run", "--demo", "--cache-dir", demo_cache, "--noise", tmp_path / f"n{seed}.safetensors",
-                       "--iters", "0", "--quiet", "--save", tmp_path / f"s{seed}.npz")
+        side = run_cli(
+            "run",
+            "--demo",
+            "--cache-dir",
+            demo_cache,
+            "--noise",
+            tmp_path / f"n{seed}.safetensors",
+            "--iters",
+            "0",
+            "--quiet",
+            "--save",
+            tmp_path / f"s{seed}.npz",
+        )
         assert side.returncode == 0, side.stderr
     refused = run_cli("compare", tmp_path / "s0.npz", tmp_path / "s1.npz", "--out", tmp_path / "report")
     assert refused.returncode == 2 and "noise sha256" in refused.stderr and "--force" in refused.stderr

@@ -1,4 +1,5 @@
 """Forward kinematics behaviour beyond the MuJoCo check: batching, torch, the joint map, configs."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,14 +1,21 @@
-"""The DH model against MuJoCo loading the reference MJCF: the independent check of the chain."""
+"""The DH model against MuJoCo loading the reference MJCF: the independent check of the chain.
+
+The MJCF is test data in this repository (tests/data/koch_follower_kinematic.xml, the public Koch
+follower model with its meshes stripped), so these checks run in every clone.
+"""
+
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import yaml
+from conftest import KOCH_MJCF, REPO_ROOT
 
-from conftest import KOCH_MJCF
-from kinematics import forward_kinematics, load_robot, dataset_forward_kinematics
-from kinematics.rotations import geodesic_angle
-
-pytestmark = pytest.mark.skipif(not KOCH_MJCF.is_file(), reason=f"reference MJCF not found at {KOCH_MJCF}")
+from kinematics import dataset_forward_kinematics, forward_kinematics, load_robot
+from kinematics.rotations import geodesic_angle, quaternion_to_matrix
 
 N_CONFIGURATIONS = 10_000
 
@@ -21,8 +28,16 @@ def mujoco_flange_poses():
     model = mujoco.MjModel.from_xml_path(str(KOCH_MJCF))
     data = mujoco.MjData(model)
     body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "gripper_assembly")
-    joint_qpos = [model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)] for name in (
-        "shoulder_pan_joint", "shoulder_lift_joint", "elbow_flex_joint", "wrist_flex_joint", "wrist_roll_joint")]
+    joint_qpos = [
+        model.jnt_qposadr[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)]
+        for name in (
+            "shoulder_pan_joint",
+            "shoulder_lift_joint",
+            "elbow_flex_joint",
+            "wrist_flex_joint",
+            "wrist_roll_joint",
+        )
+    ]
     rng = np.random.default_rng(0)
     q = rng.uniform(robot.lower_limits, robot.upper_limits, size=(N_CONFIGURATIONS, robot.n_joints))
     gripper = rng.uniform(model.jnt_range[-1, 0], model.jnt_range[-1, 1], size=N_CONFIGURATIONS)
@@ -67,7 +82,39 @@ def test_config_numbers_are_what_the_derivation_tool_gives():
     robot = load_robot("koch_v1_1")
     joints, flange = read_hinge_chain(KOCH_MJCF, "gripper_assembly")
     derived = derive_modified_dh(joints, flange)
-    for key, column in (("a", robot.dh_a), ("alpha", robot.dh_alpha), ("d", robot.dh_d), ("theta_offset", robot.dh_theta_offset)):
+    for key, column in (
+        ("a", robot.dh_a),
+        ("alpha", robot.dh_alpha),
+        ("d", robot.dh_d),
+        ("theta_offset", robot.dh_theta_offset),
+    ):
         np.testing.assert_allclose([row[key] for row in derived["rows"]], column, atol=1e-15)
     np.testing.assert_allclose(derived["base"], robot.base, atol=1e-15)
     np.testing.assert_allclose(derived["tool"], robot.tool, atol=1e-11)
+
+
+def test_the_documented_derivation_command_reproduces_the_config():
+    """`python -m kinematics.mjcf_to_dh MJCF --flange gripper_assembly`, as the config's header says it was made."""
+    result = subprocess.run(
+        [sys.executable, "-m", "kinematics.mjcf_to_dh", str(KOCH_MJCF), "--flange", "gripper_assembly"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    robot = load_robot("koch_v1_1")
+    assert [row["mjcf_joint"] for row in printed["joints"]] == [f"{name}_joint" for name in robot.joint_names]
+    for key, column in (
+        ("a", robot.dh_a),
+        ("alpha", robot.dh_alpha),
+        ("d", robot.dh_d),
+        ("theta_offset", robot.dh_theta_offset),
+    ):
+        np.testing.assert_allclose([row[key] for row in printed["joints"]], column, atol=1e-15)
+    for name, transform, atol in (("base", robot.base, 1e-15), ("tool", robot.tool, 1e-11)):
+        np.testing.assert_allclose(printed[name]["translation"], transform[:3, 3], atol=atol)
+        np.testing.assert_allclose(
+            quaternion_to_matrix(np.array(printed[name]["rotation_wxyz"])), transform[:3, :3], atol=atol
+        )

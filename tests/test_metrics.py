@@ -1,4 +1,5 @@
 """ATE metrics: hand-computed cases and agreement with evo's APE (no alignment)."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,8 @@ from scipy.spatial.transform import Rotation
 
 from kinematics import Poses
 from kinematics.rotations import geodesic_angle, matrix_to_quaternion, quaternion_to_matrix
-from verify.gate import GateConfig, judge
-from verify.metrics import AbsoluteTrajectoryError, ErrorStatistics, joint_max_abs_errors
+from verify.compare.gate import GateConfig, judge
+from verify.compare.metrics import AbsoluteTrajectoryError, ErrorStatistics, joint_max_abs_errors
 
 
 def _poses(positions, rotations) -> Poses:
@@ -125,7 +126,9 @@ def test_joint_errors_are_per_joint_maxima():
 
 
 def test_quaternion_round_trip_including_half_turns(rng):
-    rotations = np.concatenate([Rotation.random(1000, random_state=3).as_matrix(), Rotation.from_rotvec(np.pi * np.eye(3)).as_matrix()])
+    rotations = np.concatenate(
+        [Rotation.random(1000, random_state=3).as_matrix(), Rotation.from_rotvec(np.pi * np.eye(3)).as_matrix()]
+    )
     back = quaternion_to_matrix(matrix_to_quaternion(rotations))
     np.testing.assert_allclose(back, rotations, atol=1e-14)
 
@@ -133,7 +136,9 @@ def test_quaternion_round_trip_including_half_turns(rng):
 def test_unreadable_thresholds_file_is_a_one_line_input_error(tmp_path):
     from verify.errors import InputError
 
-    with pytest.raises(InputError, match="absent.yaml: cannot read the gate thresholds \\(No such file or directory\\)"):
+    with pytest.raises(
+        InputError, match="absent.yaml: cannot read the gate thresholds \\(No such file or directory\\)"
+    ):
         GateConfig.from_file(tmp_path / "absent.yaml")
     partial = tmp_path / "partial.yaml"
     partial.write_text("position_tolerance_m: 0.03\n")

@@ -1,13 +1,14 @@
 """Fixed-noise files: reproducible bytes, validation, import, and the `noise` commands."""
+
 from __future__ import annotations
 
 import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from safetensors.numpy import save_file
 
-from conftest import run_cli
 from noise import GENERATOR, NoiseFileError, gaussian, import_noise, load_noise, make_noise, save_noise
 
 # Pinned so that a change of generator, NumPy's PCG64 stream or float rounding anywhere is caught.

@@ -1,8 +1,10 @@
 """The demo dataset (written by lerobot's own writer) and observations read back through LeRobotDataset."""
+
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,30 +14,19 @@ import pytest
 import yaml
 
 from kinematics import dataset_forward_kinematics, load_robot
-from verify import demo_dataset
-from verify.demo_dataset import (
+from verify.data import demo_dataset as demo_module  # the module; `demo_dataset` is the conftest fixture
+from verify.data.demo_dataset import (
     DEFAULT_PROFILE,
     ensure_demo_dataset,
     load_demo_profile,
     profile_cache_key,
     write_demo_dataset,
 )
+from verify.data.observation import episode_joint_path, episode_row, inspect_dataset, load_frames
 from verify.errors import InputError
-from verify.observation import episode_joint_path, episode_length, inspect_dataset, load_frames
 
 PROFILE = yaml.safe_load(DEFAULT_PROFILE.read_text())
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("verify-ate-cache")
-
-
-@pytest.fixture(scope="module")
-def dataset(cache_dir) -> Path:
-    """The demo dataset, built once for this module in a private cache folder."""
-    return ensure_demo_dataset(cache_dir)
 
 
 def _small_profile(**changes) -> dict:
@@ -47,8 +38,9 @@ def _small_profile(**changes) -> dict:
 # ── the demo dataset ──────────────────────────────────────────────────────────────────────────────
 
 
-def test_demo_dataset_looks_like_the_koch_datasets(dataset):
-    info = json.loads((dataset / "meta" / "info.json").read_text())
+@pytest.mark.slow
+def test_demo_dataset_looks_like_the_koch_datasets(demo_dataset):
+    info = json.loads((demo_dataset / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0"
     assert (info["robot_type"], info["fps"]) == ("koch", 30)
     assert info["total_episodes"] == PROFILE["episodes"] >= 2
@@ -59,41 +51,43 @@ def test_demo_dataset_looks_like_the_koch_datasets(dataset):
     for camera in ("observation.images.laptop", "observation.images.phone"):
         feature = info["features"][camera]
         assert feature["dtype"] == "video" and feature["shape"] == [48, 64, 3]
-        assert list((dataset / "videos" / camera).rglob("*.mp4"))
-    assert (dataset / "meta" / "stats.json").is_file()
-    assert not list(dataset.parent.glob(".*.partial"))
+        assert list((demo_dataset / "videos" / camera).rglob("*.mp4"))
+    assert (demo_dataset / "meta" / "stats.json").is_file()
+    assert not list(demo_dataset.parent.glob(".*.partial"))
 
 
-def test_demo_dataset_is_cached_by_profile_and_lerobot_version(dataset, cache_dir):
-    info = dataset / "meta" / "info.json"
+@pytest.mark.slow
+def test_demo_dataset_is_cached_by_profile_and_lerobot_version(demo_dataset, demo_cache):
+    info = demo_dataset / "meta" / "info.json"
     written = info.stat().st_mtime_ns
-    assert ensure_demo_dataset(cache_dir) == dataset
+    assert ensure_demo_dataset(demo_cache) == demo_dataset
     assert info.stat().st_mtime_ns == written  # not rebuilt
-    assert dataset.name == f"koch_demo-{profile_cache_key(load_demo_profile())}"
+    assert demo_dataset.name == f"koch_demo-{profile_cache_key(load_demo_profile())}"
     other = load_demo_profile({**PROFILE, "seed": PROFILE["seed"] + 1})
     assert profile_cache_key(other) != profile_cache_key(load_demo_profile())
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VERIFY_ATE_CACHE", str(tmp_path / "c"))
-    assert demo_dataset.default_cache_dir() == tmp_path / "c"
+    assert demo_module.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("VERIFY_ATE_CACHE")
-    assert demo_dataset.default_cache_dir() == Path.home() / ".cache" / "verify-ate"
+    assert demo_module.default_cache_dir() == Path.home() / ".cache" / "verify-ate"
 
 
-def test_recorded_motion_is_in_limits_above_the_table_and_smooth(dataset):
+@pytest.mark.slow
+def test_recorded_motion_is_in_limits_above_the_table_and_smooth(demo_dataset):
     robot = load_robot("koch_v1_1")
     lead = PROFILE["action_lead_frames"]
     for episode in range(PROFILE["episodes"]):
-        state = episode_joint_path(dataset, episode)
-        action = episode_joint_path(dataset, episode, key="action")
+        state = episode_joint_path(demo_dataset, episode)
+        action = episode_joint_path(demo_dataset, episode, key="action")
         assert state.shape == (PROFILE["frames_per_episode"], 6) and state.dtype == np.float32
         q_model = robot.dataset_to_model(state)
         assert np.all(q_model >= robot.lower_limits) and np.all(q_model <= robot.upper_limits)
         assert dataset_forward_kinematics(robot, state).position[:, 2].min() > 0.0  # never through the table
         assert np.abs(np.diff(state, axis=0)).max() < 10.0  # degrees per frame at 30 fps: smooth
         np.testing.assert_array_equal(action[:-lead], state[lead:])  # the leader arm is `lead` frames ahead
-    assert not np.array_equal(episode_joint_path(dataset, 0), episode_joint_path(dataset, 1))
+    assert not np.array_equal(episode_joint_path(demo_dataset, 0), episode_joint_path(demo_dataset, 1))
 
 
 def test_profile_outside_the_joint_limits_is_refused(tmp_path):
@@ -107,9 +101,10 @@ def test_profile_outside_the_joint_limits_is_refused(tmp_path):
         load_demo_profile({k: v for k, v in PROFILE.items() if k != "fps"})
 
 
+@pytest.mark.slow
 def test_interrupted_build_leaves_no_half_dataset(tmp_path, monkeypatch):
     target = tmp_path / "datasets" / "koch_demo"
-    real_draw = demo_dataset.draw_view
+    real_draw = demo_module.draw_view
     calls = []
 
     def draw_then_fail(*args, **kwargs):
@@ -120,7 +115,7 @@ def test_interrupted_build_leaves_no_half_dataset(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C in the middle of the episode
         return real_draw(*args, **kwargs)
 
-    monkeypatch.setattr(demo_dataset, "draw_view", draw_then_fail)
+    monkeypatch.setattr(demo_module, "draw_view", draw_then_fail)
     with pytest.raises(KeyboardInterrupt):
         write_demo_dataset(target, _small_profile())
     assert not target.exists()
@@ -136,20 +131,21 @@ def test_write_refuses_an_existing_folder(tmp_path):
 # ── observations ──────────────────────────────────────────────────────────────────────────────────
 
 
-def test_load_frames_returns_lerobot_items_and_provenance(dataset):
-    observations = load_frames(dataset, 1, [0, 7])
+@pytest.mark.slow
+def test_load_frames_returns_lerobot_items_and_provenance(demo_dataset):
+    observations = load_frames(demo_dataset, 1, [0, 7])
     assert len(observations.frames) == 2
     first = observations.frames[0]
     for camera in ("observation.images.laptop", "observation.images.phone"):
         image = first[camera]
         assert tuple(image.shape) == (3, 48, 64) and str(image.dtype) == "torch.float32"
         assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
-    state = episode_joint_path(dataset, 1)
+    state = episode_joint_path(demo_dataset, 1)
     np.testing.assert_array_equal(observations.frames[1]["observation.state"].numpy(), state[7])
     assert first["task"] == PROFILE["task"] == observations.task
     assert observations.description == {
-        "dataset": str(dataset.resolve()),
-        "repo_id": f"local/{dataset.name}",
+        "dataset": str(demo_dataset.resolve()),
+        "repo_id": f"local/{demo_dataset.name}",
         "codebase_version": "v3.0",
         "robot_type": "koch",
         "fps": 30,
@@ -162,33 +158,38 @@ def test_load_frames_returns_lerobot_items_and_provenance(dataset):
     assert observations.features["observation.state"]["names"][0] == "shoulder_pan"
 
 
-def test_images_follow_the_arm(dataset):
-    frames = load_frames(dataset, 0, [0, 30]).frames
+@pytest.mark.slow
+def test_images_follow_the_arm(demo_dataset):
+    frames = load_frames(demo_dataset, 0, [0, 30]).frames
     for camera in ("observation.images.laptop", "observation.images.phone"):
         difference = (frames[0][camera] - frames[1][camera]).abs().mean()
         assert float(difference) > 0.01
 
 
-def test_observation_hash_is_stable_and_tracks_the_frame(dataset):
-    first = load_frames(dataset, 0, [5])
-    again = load_frames(dataset, 0, [5])
+@pytest.mark.slow
+def test_observation_hash_is_stable_and_tracks_the_frame(demo_dataset):
+    first = load_frames(demo_dataset, 0, [5])
+    again = load_frames(demo_dataset, 0, [5])
     assert first.sha256 == again.sha256 and len(first.sha256) == 64
-    assert load_frames(dataset, 0, [6]).sha256 != first.sha256
-    assert load_frames(dataset, 1, [5]).sha256 != first.sha256
-    assert load_frames(dataset, 0, [5, 6]).sha256 != first.sha256
+    assert load_frames(demo_dataset, 0, [6]).sha256 != first.sha256
+    assert load_frames(demo_dataset, 1, [5]).sha256 != first.sha256
+    assert load_frames(demo_dataset, 0, [5, 6]).sha256 != first.sha256
 
 
-def test_episode_and_frame_out_of_range_say_the_bounds(dataset):
+@pytest.mark.slow
+def test_episode_and_frame_out_of_range_say_the_bounds(demo_dataset):
     episodes, length = PROFILE["episodes"], PROFILE["frames_per_episode"]
     with pytest.raises(InputError, match=rf"episode {episodes} out of range, the dataset has {episodes} episodes"):
-        load_frames(dataset, episodes, [0])
-    with pytest.raises(InputError, match=rf"frame {length} out of range, episode 0 has {length} frames \(0..{length - 1}\)"):
-        load_frames(dataset, 0, [0, length])
+        load_frames(demo_dataset, episodes, [0])
+    with pytest.raises(
+        InputError, match=rf"frame {length} out of range, episode 0 has {length} frames \(0..{length - 1}\)"
+    ):
+        load_frames(demo_dataset, 0, [0, length])
     with pytest.raises(InputError, match="frame -1 out of range"):
-        load_frames(dataset, 0, [-1])
+        load_frames(demo_dataset, 0, [-1])
     with pytest.raises(InputError, match="episode -1 out of range"):
-        episode_joint_path(dataset, -1)
-    assert episode_length(dataset, 1) == length
+        episode_joint_path(demo_dataset, -1)
+    assert int(episode_row(inspect_dataset(demo_dataset), 1)["length"]) == length
 
 
 def _legacy_dataset(tmp_path: Path, version: str) -> Path:
@@ -222,15 +223,28 @@ def test_v20_dataset_is_told_the_two_steps(tmp_path):
     assert "python -m lerobot.scripts.convert_dataset_v21_to_v30 --repo-id=local/koch_test" in message
 
 
-def test_the_conversion_command_exists_in_the_installed_lerobot():
-    # The message above is only useful if lerobot 0.6.1 really takes these flags.
+@pytest.mark.slow
+def test_the_conversion_command_we_print_is_accepted_by_the_installed_lerobot(tmp_path):
+    """The command of the v2.1 refusal, as printed, with --help added: lerobot's own converter parses it
+    (its flag values included) and lists every flag it uses. The message is only useful if it does."""
+    root = _legacy_dataset(tmp_path, "v2.1")
+    with pytest.raises(InputError) as caught:
+        load_frames(root, 0, [0])
+    message = str(caught.value)
+    printed = shlex.split(message[message.index("python -m ") :])
+    assert printed[:3] == ["python", "-m", "lerobot.scripts.convert_dataset_v21_to_v30"], printed
     result = subprocess.run(
-        [sys.executable, "-m", "lerobot.scripts.convert_dataset_v21_to_v30", "--help"],
-        capture_output=True, text=True, timeout=300, env=OFFLINE,
+        [sys.executable, *printed[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=OFFLINE,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    for flag in ("--repo-id", "--root", "--push-to-hub"):
-        assert flag in result.stdout
+    flags = [argument.split("=")[0] for argument in printed[3:]]
+    assert flags == ["--repo-id", "--root", "--push-to-hub"]
+    for flag in flags:
+        assert flag in result.stdout, flag
 
 
 def test_not_a_dataset_missing_folder_and_a_file(tmp_path):
@@ -244,10 +258,11 @@ def test_not_a_dataset_missing_folder_and_a_file(tmp_path):
         inspect_dataset(tmp_path / "file.txt")
 
 
-def test_incomplete_v30_dataset_is_refused_before_lerobot_looks_at_the_hub(dataset, tmp_path):
+@pytest.mark.slow
+def test_incomplete_v30_dataset_is_refused_before_lerobot_looks_at_the_hub(demo_dataset, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "meta").mkdir()
-    (broken / "meta" / "info.json").write_text((dataset / "meta" / "info.json").read_text())
+    (broken / "meta" / "info.json").write_text((demo_dataset / "meta" / "info.json").read_text())
     with pytest.raises(InputError, match=r"broken: incomplete LeRobot v3.0 dataset, meta/tasks.parquet is missing"):
         load_frames(broken, 0, [0])

@@ -1,4 +1,5 @@
 """The pi0 runner on lerobot's real PI0Policy: a tiny seeded checkpoint, CPU, real files on disk."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,13 @@ import pytest
 pytest.importorskip("lerobot.policies.pi0")
 torch = pytest.importorskip("torch")
 
-from noise import NoiseFileError, make_noise, save_noise  # noqa: E402
-from verify.errors import InputError  # noqa: E402
-from verify.pi0_runner import (  # noqa: E402
-    Pi0Runner,
-    checkpoint_sha256,
-    runtime_versions,
-)
-from verify.tiny_pi0 import (  # noqa: E402
-    ARCHITECTURE_FILE,
+from noise import NoiseFileError, load_noise, make_noise, save_noise
+from verify.errors import InputError
+from verify.model.architecture import ARCHITECTURE_FILE
+from verify.model.checkpoint import checkpoint_sha256
+from verify.model.devices import runtime_versions
+from verify.model.runner import Pi0Runner
+from verify.model.tiny import (
     build_tiny_checkpoint,
     build_tiny_policy,
     ensure_tiny_checkpoint,
@@ -44,14 +43,17 @@ def make_frames(count: int, seed: int = 0) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     frames = []
     for index in range(count):
-        frames.append({
-            "observation.images.laptop": torch.rand(3, 48, 64, generator=generator),
-            "observation.images.phone": torch.rand(3, 48, 64, generator=generator),
-            "observation.state": torch.tensor(STATE_MEAN) + torch.randn(6, generator=generator) * torch.tensor(STATE_STD),
-            "action": torch.zeros(6),
-            "task": "pick up the cube and place it in the box" if index % 2 == 0 else "push the cube left",
-            "frame_index": torch.tensor(index),
-        })
+        frames.append(
+            {
+                "observation.images.laptop": torch.rand(3, 48, 64, generator=generator),
+                "observation.images.phone": torch.rand(3, 48, 64, generator=generator),
+                "observation.state": torch.tensor(STATE_MEAN)
+                + torch.randn(6, generator=generator) * torch.tensor(STATE_STD),
+                "action": torch.zeros(6),
+                "task": "pick up the cube and place it in the box" if index % 2 == 0 else "push the cube left",
+                "frame_index": torch.tensor(index),
+            }
+        )
     return frames
 
 
@@ -105,8 +107,15 @@ def copy_checkpoint(checkpoint, target, drop=()):
 
 def test_checkpoint_folder_is_a_lerobot_checkpoint(checkpoint):
     names = {path.name for path in checkpoint.iterdir()}
-    assert {"config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json",
-            "tokenizer.json", "tokenizer_config.json", ARCHITECTURE_FILE} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "policy_preprocessor.json",
+        "policy_postprocessor.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        ARCHITECTURE_FILE,
+    } <= names
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["type"] == "pi0" and config["chunk_size"] == 50 and config["max_action_dim"] == 32
     assert config["paligemma_variant"] == "gemma_2b" and config["action_expert_variant"] == "gemma_300m"
@@ -202,14 +211,14 @@ def test_num_inference_steps_override(checkpoint, actions, frames, noise):
 def test_noise_file_of_wrong_shape_names_the_file(runner, frames, tmp_path):
     path = save_noise(make_noise(0, (1, 50, 16)), tmp_path / "narrow.safetensors")
     with pytest.raises(NoiseFileError, match="narrow.safetensors.*1, 50, 32"):
-        runner.load_noise(path)
+        load_noise(path, expected_shape=runner.expected_noise_shape)
     with pytest.raises(NoiseFileError, match="narrow.safetensors"):
         runner.predict(frames, path)
 
 
 def test_noise_file_path_gives_same_actions(runner, actions, frames, noise, tmp_path):
     path = save_noise(noise, tmp_path / "seed0.safetensors")
-    assert np.array_equal(runner.predict(frames, runner.load_noise(path)), actions)
+    assert np.array_equal(runner.predict(frames, load_noise(path, expected_shape=runner.expected_noise_shape)), actions)
 
 
 @pytest.mark.parametrize("shape", [(2, 50, 32), (1, 10, 32), (50, 32), (1, 50, 6)])
@@ -229,7 +238,8 @@ def test_checkpoint_without_tokenizer_is_a_clear_error(checkpoint, tmp_path):
 
 def test_processors_built_from_dataset_stats_when_not_saved(checkpoint, actions, frames, noise, tmp_path):
     bare = copy_checkpoint(
-        checkpoint, tmp_path / "bare",
+        checkpoint,
+        tmp_path / "bare",
         drop=[path.name for path in checkpoint.iterdir() if path.name.startswith("policy_")],
     )
     with pytest.raises(InputError, match="no dataset statistics"):
@@ -243,11 +253,15 @@ def test_legacy_checkpoint_with_normalization_buffers(checkpoint, actions, frame
     from safetensors.torch import load_file, save_file
 
     legacy = copy_checkpoint(
-        checkpoint, tmp_path / "legacy",
+        checkpoint,
+        tmp_path / "legacy",
         drop=[path.name for path in checkpoint.iterdir() if path.name.startswith("policy_")],
     )
     weights = load_file(str(legacy / "model.safetensors"))
-    for prefix, feature in (("normalize_inputs.buffer_", "observation_state"), ("unnormalize_outputs.buffer_", "action")):
+    for prefix, feature in (
+        ("normalize_inputs.buffer_", "observation_state"),
+        ("unnormalize_outputs.buffer_", "action"),
+    ):
         weights[f"{prefix}{feature}.mean"] = torch.tensor(STATE_MEAN)
         weights[f"{prefix}{feature}.std"] = torch.tensor(STATE_STD)
     save_file(weights, str(legacy / "model.safetensors"), metadata={"format": "pt"})
@@ -272,7 +286,10 @@ def test_weights_of_another_size_are_refused(checkpoint, tmp_path):
     architecture = json.loads((broken / ARCHITECTURE_FILE).read_text())
     architecture["vocab_size"] += 16
     (broken / ARCHITECTURE_FILE).write_text(json.dumps(architecture))
-    with pytest.raises(InputError, match=r"tensors do not fit the model built from config.json \(e.g. .*: file \[288, 64\], model \[304, 64\]"):
+    with pytest.raises(
+        InputError,
+        match=r"tensors do not fit the model built from config.json \(e.g. .*: file \[288, 64\], model \[304, 64\]",
+    ):
         Pi0Runner(broken)
 
 

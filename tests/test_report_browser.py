@@ -6,6 +6,7 @@ so the page is checked exactly as written (nothing injected into it): the verdic
 files was requested. A full-page screenshot is kept beside the report in the test's tmp folder.
 Skipped only where no Chromium is installed (Debian: `apt-get install -y chromium`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,21 +22,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import koch_actions, make_artifact, run_cli
+
 from kinematics import load_robot
 from reports.html import PLOT_FILES, render_report
-from verify.artifact import save_artifact
-from verify.compare import compare
-from verify.gate import GateConfig
-from verify.outputs import report_arrays
+from verify.compare.artifact import save_artifact
+from verify.compare.comparator import compare
+from verify.compare.gate import GateConfig
+from verify.compare.metrics import STATISTICS
+from verify.publish import report_arrays
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 XSS = "<script>alert(1)</script>"
 PAGE_FACTS = """JSON.stringify({
   verdict: document.querySelector('#verdict').dataset.verdict,
   banner: document.querySelector('#verdict').innerText,
-  images: [...document.images].map(i => ({src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})),
+  images: [...document.images].map(i => ({src: i.getAttribute('src'), complete: i.complete,
+                                          width: i.naturalWidth, height: i.naturalHeight})),
   scripts: document.getElementsByTagName('script').length,
   text: document.body.innerText,
   alerted: window.__alerted === true,
@@ -51,7 +54,8 @@ def find_chromium() -> str | None:
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no Chromium found (looked for " + ", ".join(BROWSER_NAMES) + "; Debian: apt-get install -y chromium)"
+    CHROMIUM is None,
+    reason="no Chromium found (looked for " + ", ".join(BROWSER_NAMES) + "; Debian: apt-get install -y chromium)",
 )
 
 
@@ -71,10 +75,22 @@ class HeadlessChromium:
         self._from_browser, browser_writes = os.pipe()
         browser_reads, browser_writes = _high_fd(browser_reads), _high_fd(browser_writes)
         command = [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-            "--hide-scrollbars", "--mute-audio", f"--user-data-dir={profile_dir}", "--window-size=1280,2400",
-            "--remote-debugging-pipe", "about:blank",
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            "--mute-audio",
+            f"--user-data-dir={profile_dir}",
+            "--window-size=1280,2400",
+            "--remote-debugging-pipe",
+            "about:blank",
         ]
         # Without CAP_SYS_NICE no Chromium process can make itself real-time. On a 2-core VM a
         # SCHED_FIFO Chromium reaping its children was seen to starve the kernel work it waited
@@ -86,8 +102,16 @@ class HeadlessChromium:
         self._stderr = (profile_dir.parent / "chromium-stderr.log").open("w+b")
         # The pipe protocol wants the browser's ends on fds 3 (commands in) and 4 (replies out).
         self.process = subprocess.Popen(
-            ["/bin/bash", "-c", f'exec "$0" "$@" 3<&{browser_reads} 4>&{browser_writes} {browser_reads}<&- {browser_writes}>&-', *command],
-            pass_fds=(browser_reads, browser_writes), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            [
+                "/bin/bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{browser_reads} 4>&{browser_writes} {browser_reads}<&- {browser_writes}>&-',
+                *command,
+            ],
+            pass_fds=(browser_reads, browser_writes),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
             start_new_session=True,
         )
         os.close(browser_reads)
@@ -170,15 +194,29 @@ def open_in_chromium(page: Path, screenshot: Path, tmp_path: Path) -> tuple[dict
         session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
             browser.call(f"{domain}.enable", session=session)
-        browser.call("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 2400, "deviceScaleFactor": 1, "mobile": False}, session=session)
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 2400, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         # Would record an alert() if one ever ran (it cannot: the page has no script and its CSP forbids any).
-        browser.call("Page.addScriptToEvaluateOnNewDocument", {"source": "window.alert = () => { window.__alerted = true; };"}, session=session)
+        browser.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            {"source": "window.alert = () => { window.__alerted = true; };"},
+            session=session,
+        )
         browser.call("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
         browser.wait_for("Page.loadEventFired", session)
-        facts = browser.call("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True}, session=session)["result"]["value"]
-        shot = browser.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session)["data"]
+        facts = browser.call("Runtime.evaluate", {"expression": PAGE_FACTS, "returnByValue": True}, session=session)[
+            "result"
+        ]["value"]
+        shot = browser.call(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session
+        )["data"]
         screenshot.write_bytes(base64.b64decode(shot))
-        requested = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+        requested = [
+            e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"
+        ]
     finally:
         browser.close()
     return json.loads(facts), requested
@@ -193,7 +231,10 @@ def cli_report(tmp_path_factory):
     meta = {"task": "grasp a block and put it in the bin", "dataset": "koch_test", "episode": 25, "frame": 0}
     save_artifact(make_artifact(reference, **meta, latency_ms={"median": 650.0, "p90": 690.0}), folder / "ref.npz")
     under_test = reference + rng.normal(0, 0.05, reference.shape)
-    save_artifact(make_artifact(under_test, **meta, device="npu:0", dtype="bfloat16", latency_ms={"median": 80.0, "p90": 84.0}), folder / "dut.npz")
+    save_artifact(
+        make_artifact(under_test, **meta, device="npu:0", dtype="bfloat16", latency_ms={"median": 80.0, "p90": 84.0}),
+        folder / "dut.npz",
+    )
     completed = run_cli("compare", folder / "ref.npz", folder / "dut.npz", "--out", folder / "report")
     assert completed.returncode == 0, completed.stderr
     return folder / "report"
@@ -229,7 +270,7 @@ def test_script_in_task_and_joint_name_shows_as_text_in_chromium(tmp_path):
     summary["joints"] = {(XSS if name == "gripper" else name): value for name, value in summary["joints"].items()}
     arrays = report_arrays(result)
     arrays = dataclasses.replace(arrays, joint_names=(*arrays.joint_names[:-1], XSS))
-    page = render_report(tmp_path / "report", summary, arrays)
+    page = render_report(tmp_path / "report", summary, arrays, STATISTICS)
 
     facts, _ = open_in_chromium(page, tmp_path / "report" / "screenshot.png", tmp_path)
     assert facts["scripts"] == 0 and facts["alerted"] is False

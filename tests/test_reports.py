@@ -3,6 +3,7 @@
 Comparisons are built from real artifacts with the real comparator; the command line runs as a
 user runs it, in a subprocess.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,16 +21,17 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 import yaml
-
 from conftest import koch_actions, make_artifact, run_cli
+
 from kinematics import dataset_forward_kinematics, load_robot
 from reports.html import PLOT_FILES, render_report
 from reports.plots import plot_end_effector_path, plot_step_errors
-from verify.artifact import save_artifact
-from verify.compare import compare
-from verify.gate import GateConfig
-from verify.outputs import publish, report_arrays
+from verify.compare.artifact import save_artifact
+from verify.compare.comparator import compare
+from verify.compare.gate import GateConfig
+from verify.compare.metrics import STATISTICS
 from verify.progress import Progress
+from verify.publish import OutputPaths, publish, report_arrays
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"
@@ -47,12 +49,20 @@ REF_META = {  # provenance as verify/harness.py writes it: nested observation, l
     "device": "cpu",
     "dtype": "float32",
     "versions": {"python": "3.12.3", "torch": "2.11.0", "torch_npu": None, "lerobot": "0.6.1"},
-    "latency_ms": {"median_ms": 670.5, "p90_ms": 702.25, "model_median_ms": 640.0, "model_p90_ms": 650.0, "iters": 5, "warmup": 1,
-                   "timer": "perf_counter"},
+    "latency_ms": {
+        "median_ms": 670.5,
+        "p90_ms": 702.25,
+        "model_median_ms": 640.0,
+        "model_p90_ms": 650.0,
+        "iters": 5,
+        "warmup": 1,
+        "timer": "perf_counter",
+    },
     "observation": {"task": DUT_META["task"], "dataset": "/data/koch_test", "episode": 25, "frames": [0], "fps": 30},
     "device_info": {"name": "AMD EPYC", "threads": 2},
     "note": "a note the page must show",
 }
+
 
 def png_size(path: Path) -> tuple[int, int]:
     data = Path(path).read_bytes()
@@ -105,7 +115,7 @@ def test_publish_writes_a_self_contained_page_with_plots_beside_it(tmp_path, rng
     out = tmp_path / "report"
     result = comparison(rng)
     stream = io.StringIO()
-    summary = publish(result, out_dir=out, stream=stream)
+    summary = publish(result, OutputPaths(out), stream=stream)
 
     assert summary["pass"] is True
     assert "PASS" in stream.getvalue() and str(out / "index.html") in stream.getvalue()
@@ -131,19 +141,34 @@ def test_publish_writes_a_self_contained_page_with_plots_beside_it(tmp_path, rng
     for cell in ("rmse", "mean", "median", "std", "min", "max", "p95", "bound", "pass"):
         assert f" {cell} " in text
     # Provenance: both sides, with versions, hashes, latency, task and dataset position.
-    for expected in ("device cpu npu:0", "dtype float32 bfloat16", "torch_npu version — 2.11.0", "lerobot version 0.6.1 0.6.1",
-                     f"noise sha256 {'a' * 64} {'a' * 64}", f"observation sha256 {'b' * 64}", f"checkpoint sha256 {'c' * 64}",
-                     "latency median 670.5 ms 80.25 ms", "latency p90 702.2 ms 85.5 ms", "model latency median 640 ms —",
-                     "latency timing 5 calls after 1 warm-up, timer perf_counter —", f"task {DUT_META['task']} {DUT_META['task']}",
-                     "dataset /data/koch_test /data/koch_test", "episode 25 25", "frame — 0", "frames [0] —",
-                     "device_info name AMD EPYC —", "observation fps 30 —",
-                     "latency (median per inference): 80.25 ms under test vs 670.5 ms reference", "Note: a note the page must show"):
+    for expected in (
+        "device cpu npu:0",
+        "dtype float32 bfloat16",
+        "torch_npu version — 2.11.0",
+        "lerobot version 0.6.1 0.6.1",
+        f"noise sha256 {'a' * 64} {'a' * 64}",
+        f"observation sha256 {'b' * 64}",
+        f"checkpoint sha256 {'c' * 64}",
+        "latency median 670.5 ms 80.25 ms",
+        "latency p90 702.2 ms 85.5 ms",
+        "model latency median 640 ms —",
+        "latency timing 5 calls after 1 warm-up, timer perf_counter —",
+        f"task {DUT_META['task']} {DUT_META['task']}",
+        "dataset /data/koch_test /data/koch_test",
+        "episode 25 25",
+        "frame — 0",
+        "frames [0] —",
+        "device_info name AMD EPYC —",
+        "observation fps 30 —",
+        "latency (median per inference): 80.25 ms under test vs 670.5 ms reference",
+        "Note: a note the page must show",
+    ):
         assert expected in text, expected
 
 
 def test_a_failing_gate_reads_fail_with_how_far_over(tmp_path, rng):
     out = tmp_path / "report"
-    summary = publish(comparison(rng, shift_deg=15.0), out_dir=out, stream=io.StringIO())
+    summary = publish(comparison(rng, shift_deg=15.0), OutputPaths(out), stream=io.StringIO())
     assert summary["pass"] is False
     html = (out / "index.html").read_text()
     assert 'class="banner fail"' in html and 'data-verdict="FAIL"' in html
@@ -156,7 +181,7 @@ def test_a_failing_gate_reads_fail_with_how_far_over(tmp_path, rng):
 
 def test_non_finite_output_is_plotted_where_finite_and_said_on_the_page(tmp_path, rng):
     out = tmp_path / "report"
-    summary = publish(comparison(rng, n=2, nan_at=(0, slice(10, 14), 2)), out_dir=out, stream=io.StringIO())
+    summary = publish(comparison(rng, n=2, nan_at=(0, slice(10, 14), 2)), OutputPaths(out), stream=io.StringIO())
     assert summary["pass"] is False and summary["finite"] is False
     for name in PLOT_FILES.values():
         png_size(out / name)
@@ -170,21 +195,23 @@ def test_every_value_non_finite_still_renders(tmp_path, rng):
     result = comparison(rng, nan_at=(0,))
     arrays = report_arrays(result)
     assert not np.isfinite(arrays.under_test_positions).any()
-    page = render_report(tmp_path / "report", result.summary(), arrays)
+    page = render_report(tmp_path / "report", result.summary(), arrays, STATISTICS)
     assert "FAIL" in parse_page(page).plain_text
     for name in PLOT_FILES.values():
         png_size(tmp_path / "report" / name)
 
 
 def test_text_from_data_is_escaped_never_live(tmp_path, rng):
-    result = comparison(rng, ref_meta={"task": f"pick {XSS} up"}, dut_meta={"task": f"pick {XSS} up", "device": f"npu{XSS}"})
+    result = comparison(
+        rng, ref_meta={"task": f"pick {XSS} up"}, dut_meta={"task": f"pick {XSS} up", "device": f"npu{XSS}"}
+    )
     summary = result.summary()
     # A joint name cannot pass compare() (it must match the robot config), so it is injected here,
     # where the renderer takes it: the summary's joint table and the plot titles.
     summary["joints"] = {(XSS if name == "gripper" else name): value for name, value in summary["joints"].items()}
     arrays = report_arrays(result)
     arrays = dataclasses.replace(arrays, joint_names=(*arrays.joint_names[:-1], f"$x$ {XSS}"))
-    page = render_report(tmp_path / "report", summary, arrays)
+    page = render_report(tmp_path / "report", summary, arrays, STATISTICS)
 
     parts = parse_page(page)
     assert "script" not in parts.tags
@@ -198,7 +225,7 @@ def test_text_from_data_is_escaped_never_live(tmp_path, rng):
 
 def test_several_chunks_say_which_chunk_is_plotted(tmp_path, rng):
     result = comparison(rng, n=3)
-    page = render_report(tmp_path / "report", result.summary(), report_arrays(result))
+    page = render_report(tmp_path / "report", result.summary(), report_arrays(result), STATISTICS)
     text = parse_page(page).plain_text
     assert "Chunk 0 of 3 is plotted." in text
     assert "actions 3×50×6" in text and "150 poses compared" in text
@@ -219,7 +246,9 @@ def test_cli_compare_out_writes_the_whole_report_folder(tmp_path, rng):
     save_artifact(make_artifact(reference + rng.normal(0, 0.05, reference.shape), **DUT_META), tmp_path / "dut.npz")
     out = tmp_path / "reports" / "ci"
     started = time.perf_counter()
-    completed = run_cli("compare", tmp_path / "ref.npz", tmp_path / "dut.npz", "--out", out, "--junit", out / "junit.xml")
+    completed = run_cli(
+        "compare", tmp_path / "ref.npz", tmp_path / "dut.npz", "--out", out, "--junit", out / "junit.xml"
+    )
     seconds = time.perf_counter() - started
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith("PASS")
@@ -236,6 +265,7 @@ def test_cli_compare_out_writes_the_whole_report_folder(tmp_path, rng):
 
 
 # ---- the end-effector path plot (verify-ate fk --plot) ---------------------------------------
+
 
 def test_end_effector_path_plot_is_a_png_for_one_or_many_paths(tmp_path, rng):
     robot = load_robot("koch_v1_1")
@@ -278,6 +308,7 @@ def test_fk_plot_through_the_cli(tmp_path, rng):
 
 
 # ---- progress on stderr -----------------------------------------------------------------------
+
 
 class FakeClock:
     def __init__(self):
@@ -348,10 +379,20 @@ def test_gate_script_passes_the_exit_code_through(tmp_path, rng):
     shifted[..., 1] += 15.0
     save_artifact(make_artifact(reference), tmp_path / "ref.npz")
     save_artifact(make_artifact(shifted, device="cuda:0"), tmp_path / "bad.npz")
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MPLBACKEND": "Agg",
+    }
 
     def gate(*args):
-        return subprocess.run(["bash", str(EXAMPLES / "gate.sh"), *map(str, args)], env=environment, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            ["bash", str(EXAMPLES / "gate.sh"), *map(str, args)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     passed = gate(tmp_path / "ref.npz", tmp_path / "ref.npz", tmp_path / "same")
     assert passed.returncode == 0, passed.stderr
@@ -368,14 +409,63 @@ def test_gate_script_passes_the_exit_code_through(tmp_path, rng):
     assert gate(tmp_path / "ref.npz").returncode == 2
 
 
-def test_github_workflow_runs_the_gate_and_publishes_everything():
+def test_github_workflow_gate_job_runs_as_written_and_publishes_what_it_wrote(tmp_path, rng):
+    """The example workflow's gate job, its shell steps run as GitHub runs them (`bash -e`, a failed step
+    skips the later ones unless they say `if: always()`) in a folder holding the two artifacts its download
+    step fetches: the real `verify-ate compare` gates, the job summary gets summary.md, and the JUnit file
+    and report folder the publishing steps name are what the command wrote."""
     workflow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
-    steps = workflow["jobs"]["gate"]["steps"]
-    commands = "\n".join(step.get("run", "") for step in steps)
-    assert "verify-ate compare ref.npz dut.npz --out reports/ci --junit reports/ci/junit.xml" in commands
-    assert 'cat reports/ci/summary.md >> "$GITHUB_STEP_SUMMARY"' in commands
-    uses = {step.get("uses", "").split("@")[0]: step for step in steps}
-    assert uses["mikepenz/action-junit-report"]["with"]["report_paths"] == "reports/ci/junit.xml"
-    assert uses["actions/upload-artifact"]["with"]["path"] == "reports/ci/"
-    assert all(uses[name].get("if") == "always()" for name in ("mikepenz/action-junit-report", "actions/upload-artifact"))
-    assert workflow["jobs"]["gate"]["permissions"]["checks"] == "write"
+    gate_job = workflow["jobs"]["gate"]
+    assert gate_job["permissions"]["checks"] == "write"
+    uses = {step.get("uses", "").split("@")[0]: step for step in gate_job["steps"]}
+    junit_action, upload = uses["mikepenz/action-junit-report"], uses["actions/upload-artifact"]
+    assert junit_action.get("if") == "always()" and upload.get("if") == "always()"
+    assert uses["actions/download-artifact"]["with"]["pattern"] == "trajectory-*"
+    shell_steps = [step for step in gate_job["steps"] if "run" in step and not step["run"].startswith("pip install")]
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MPLBACKEND": "Agg",
+    }
+
+    def run_gate_job(workspace: Path, dut: np.ndarray | None) -> tuple[list[int], str]:
+        workspace.mkdir()
+        save_artifact(make_artifact(reference), workspace / "ref.npz")  # what the download step puts in place
+        if dut is not None:
+            save_artifact(make_artifact(dut, device="npu:0"), workspace / "dut.npz")
+        summary = workspace.parent / f"{workspace.name}-step-summary.md"
+        codes = []
+        for step in shell_steps:
+            if any(code != 0 for code in codes) and step.get("if") != "always()":
+                continue
+            completed = subprocess.run(
+                ["bash", "-e", "-c", step["run"]],
+                cwd=workspace,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**environment, "GITHUB_STEP_SUMMARY": str(summary)},
+            )
+            codes.append(completed.returncode)
+        return codes, summary.read_text() if summary.exists() else ""
+
+    reference = koch_actions(rng)
+    shifted = reference.copy()
+    shifted[..., 1] += 15.0  # over the position bound: the gate fails, the always() steps still publish
+
+    codes, step_summary = run_gate_job(tmp_path / "failing", shifted)
+    assert codes == [1, 0]  # the gate step fails the job, the summary step runs anyway
+    workspace = tmp_path / "failing"
+    junit = workspace / junit_action["with"]["report_paths"]
+    failures = [f.get("message") for f in ET.parse(junit).getroot().iter("failure")]
+    assert any("position" in message and "OVER bound 0.03 m by" in message for message in failures), failures
+    published = workspace / upload["with"]["path"]
+    assert {"index.html", "summary.json", "summary.md", "junit.xml"} <= {p.name for p in published.iterdir()}
+    assert junit.parent.resolve() == published.resolve()
+    assert (published / "summary.md").read_text() in step_summary and "**FAIL**" in step_summary
+    assert "verify-ate-report" in step_summary and upload["with"]["name"] == "verify-ate-report"
+
+    codes, step_summary = run_gate_job(tmp_path / "no-dut", None)  # the under-test job left no artifact
+    assert codes == [2, 0]
+    assert "wrote no summary" in step_summary
+    assert not (tmp_path / "no-dut" / upload["with"]["path"]).exists()

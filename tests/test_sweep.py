@@ -1,6 +1,7 @@
 """`verify-ate sweep`: planning, per-frame statistics and the gate on arrays; then the real command
 (tiny lerobot PI0Policy, a dataset written by lerobot) in a subprocess, with its files checked
 against an independent recomputation from the saved artifacts."""
+
 from __future__ import annotations
 
 import csv
@@ -11,61 +12,40 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli
+
 from kinematics import dataset_forward_kinematics, load_robot
+from verify.compare.gate import GateConfig
+from verify.compare.metrics import ErrorStatistics, orientation_errors, position_errors, statistic
 from verify.errors import InputError
-from verify.gate import GateConfig
-from verify.metrics import ErrorStatistics, orientation_errors, position_errors
-from verify.sweep import (
-    ROW_COLUMNS,
-    FrameRange,
-    SweepPlan,
-    SweepUnit,
-    frame_gate_checks,
-    frame_table,
-    parse_index_list,
-    plan_sweep,
-    row_statistic,
-    write_rows,
-)
+from verify.publish import write_rows
+from verify.run.plan import FrameRange, SweepPlan, SweepUnit, parse_index_list, plan_sweep
+from verify.run.sweep import ROW_COLUMNS, frame_gate_checks, frame_table
 
 DEMO_FRAMES = 60  # configs/profiles/demo_dataset.yaml frames_per_episode
-
-
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    """The demo dataset and tiny checkpoint, shared by name with the other sweep/trace test modules."""
-    cache = tmp_path_factory.getbasetemp() / "sweep-demo-cache"
-    from verify.demo_dataset import ensure_demo_dataset
-
-    ensure_demo_dataset(cache)
-    return cache
-
-
-@pytest.fixture(scope="module")
-def demo_dataset(demo_cache):
-    from verify.demo_dataset import ensure_demo_dataset
-
-    return ensure_demo_dataset(demo_cache)
+# demo_cache / demo_dataset: the session's demo dataset and tiny checkpoint (conftest).
 
 
 # ---------------------------------------------------------------- planning
 
 
 def test_index_lists_and_ranges_parse_as_written():
-    assert parse_index_list("0,3,5-9", "--episodes") == [0, 3, 5, 6, 7, 8, 9]
-    assert parse_index_list("2, 2,1", "--seeds") == [2, 1]
+    assert parse_index_list("0,3,5-9") == [0, 3, 5, 6, 7, 8, 9]
+    assert parse_index_list("2, 2,1") == [2, 1]
     for bad in ("", "1,,2", "a", "5-3", "-1"):
-        with pytest.raises(InputError):
-            parse_index_list(bad, "--episodes")
+        with pytest.raises(InputError) as caught:
+            parse_index_list(bad, "episodes")
+        # Planning quotes the value it refuses; the command line adds the flag's name.
+        assert repr(bad) in str(caught.value) and "--" not in str(caught.value)
     assert FrameRange.parse("0:50:5") == FrameRange(0, 50, 5)
     assert FrameRange.parse("10:") == FrameRange(10, None, 1)
     for bad in ("5", "5:2", "0:10:0", "x:3", "1:2:3:4"):
-        with pytest.raises(InputError):
+        with pytest.raises(InputError) as caught:
             FrameRange.parse(bad)
+        assert repr(bad) in str(caught.value) and "--" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_frames_are_clipped_to_each_episode_and_the_plan_says_so(demo_dataset):
     plan = plan_sweep(demo_dataset, [0, 1], FrameRange.parse("55:100:2"), [0, 1], batch_size=4)
     assert plan.frames_per_episode == {0: [55, 57, 59], 1: [55, 57, 59]}
@@ -91,13 +71,13 @@ def _plan(n_units: int) -> SweepPlan:
     return SweepPlan(Path("/nonexistent"), units, 4, (0,), FrameRange(), (0,), {0: [0, 1]})
 
 
-def test_row_statistic_is_the_comparators_statistic_per_frame(rng):
+def test_per_frame_statistic_is_the_comparators_statistic_per_frame(rng):
     errors = rng.random((5, 50)) * 1e-3
     errors[3, 7] = np.nan
-    for statistic in ("rmse", "mean", "median", "max", "p95"):
-        values = row_statistic(errors, statistic)
+    for name in ("rmse", "mean", "median", "std", "min", "max", "p95"):
+        values = statistic(errors, name, axis=1)
         for row in range(5):
-            expected = ErrorStatistics.of(errors[row]).get(statistic)
+            expected = ErrorStatistics.of(errors[row]).get(name)
             assert (math.isnan(values[row]) and math.isnan(expected)) or values[row] == expected
 
 
@@ -158,8 +138,27 @@ def sweep(cache, *args):
 def swept(demo_cache, tmp_path_factory):
     """2 episodes x 3 frames x 2 seeds, batches of 4, fp32 vs bf16 on the CPU, with a report."""
     out = tmp_path_factory.mktemp("sweep")
-    result = sweep(demo_cache, "--dut", "cpu", "--dut-dtype", "bfloat16", "--episodes", "0-1", "--frames", "55:100:2",
-                   "--seeds", "0,1", "--batch-size", "4", "--frame-stat", "max", "--out", out / "report", "--json", out / "s.json")
+    result = sweep(
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "bfloat16",
+        "--episodes",
+        "0-1",
+        "--frames",
+        "55:100:2",
+        "--seeds",
+        "0,1",
+        "--batch-size",
+        "4",
+        "--frame-stat",
+        "max",
+        "--out",
+        out / "report",
+        "--json",
+        out / "s.json",
+    )
     return result, out
 
 
@@ -174,10 +173,27 @@ def test_sweep_writes_rows_report_and_pooled_statistics(swept):
     sweep_info = summary["sweep"]
     assert sweep_info["n_units"] == 12 and sweep_info["n_batches"] == 3 and sweep_info["frame_stat"] == "max"
     assert sweep_info["frames_per_episode"] == {"0": 3, "1": 3} and sweep_info["seeds"] == [0, 1]
-    assert {c["name"] for c in summary["checks"]} >= {"position", "orientation", "finite", "per-frame position", "per-frame orientation"}
+    assert {c["name"] for c in summary["checks"]} >= {
+        "position",
+        "orientation",
+        "finite",
+        "per-frame position",
+        "per-frame orientation",
+    }
     report = out / "report"
-    for name in ("index.html", "summary.json", "junit.xml", "frames.csv", "frames.parquet", "ref.npz", "dut.npz",
-                 "error_distribution.png", "frame_statistic_distribution.png", "worst_1_errors.png", "worst_1_joints.png"):
+    for name in (
+        "index.html",
+        "summary.json",
+        "junit.xml",
+        "frames.csv",
+        "frames.parquet",
+        "ref.npz",
+        "dut.npz",
+        "error_distribution.png",
+        "frame_statistic_distribution.png",
+        "worst_1_errors.png",
+        "worst_1_joints.png",
+    ):
         assert (report / name).is_file(), name
     page = (report / "index.html").read_text()
     assert 'id="sweep"' in page and "error_distribution.png" in page and "worst_3_joints.png" in page
@@ -220,9 +236,32 @@ def test_per_frame_gate_failure_exits_1_and_traces_the_worst_frame(demo_cache, s
     earlier = json.loads((out / "s.json").read_text())
     worst_position = max(r["position_max"] for r in earlier["sweep"]["worst"])
     pos_tol = (earlier["position"]["rmse"] + worst_position) / 2
-    result = sweep(demo_cache, "--dut", "cpu", "--dut-dtype", "bfloat16", "--episodes", "0-1", "--frames", "55:100:2",
-                   "--seeds", "0,1", "--batch-size", "4", "--frame-stat", "max", "--pos-tol", f"{pos_tol:.9g}",
-                   "--trace-on-fail", "--trace-tol", "1e-3", "--json", tmp_path / "s.json", "--out", tmp_path / "report")
+    result = sweep(
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "bfloat16",
+        "--episodes",
+        "0-1",
+        "--frames",
+        "55:100:2",
+        "--seeds",
+        "0,1",
+        "--batch-size",
+        "4",
+        "--frame-stat",
+        "max",
+        "--pos-tol",
+        f"{pos_tol:.9g}",
+        "--trace-on-fail",
+        "--trace-tol",
+        "1e-3",
+        "--json",
+        tmp_path / "s.json",
+        "--out",
+        tmp_path / "report",
+    )
     assert result.returncode == 1, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     checks = {c["name"]: c["pass"] for c in summary["checks"]}
@@ -231,15 +270,34 @@ def test_per_frame_gate_failure_exits_1_and_traces_the_worst_frame(demo_cache, s
     assert trace["unit"]["why"] == "worst frame of the sweep" and trace["reproduced"] == {"ref": True, "dut": True}
     # fp32 vs bf16: the vision tower stays fp32 in lerobot's pi0, the first bf16 module is the first VLM layer.
     assert trace["first_divergent"]["label"] == "VLM layer 0"
-    assert (tmp_path / "report" / "trace.json").is_file() and 'id="trace"' in (tmp_path / "report" / "index.html").read_text()
+    assert (tmp_path / "report" / "trace.json").is_file() and 'id="trace"' in (
+        tmp_path / "report" / "index.html"
+    ).read_text()
 
 
 @pytest.mark.slow
 def test_fixed_noise_file_sweep_and_batch_size_one(demo_cache, tmp_path):
     noise = tmp_path / "noise.safetensors"
     assert run_cli("noise", "make", "--seed", "3", "--out", noise).returncode == 0
-    result = sweep(demo_cache, "--dut", "cpu", "--dut-dtype", "float32", "--episodes", "1", "--frames", "0:4:2",
-                   "--noise", noise, "--batch-size", "1", "--json", tmp_path / "s.json", "--out", tmp_path / "out")
+    result = sweep(
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "float32",
+        "--episodes",
+        "1",
+        "--frames",
+        "0:4:2",
+        "--noise",
+        noise,
+        "--batch-size",
+        "1",
+        "--json",
+        tmp_path / "s.json",
+        "--out",
+        tmp_path / "out",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["sweep"]["n_batches"] == 2 and summary["sweep"]["seeds"] is None
@@ -247,10 +305,14 @@ def test_fixed_noise_file_sweep_and_batch_size_one(demo_cache, tmp_path):
     assert summary["ref"]["noise"]["seed"] == 3 and summary["ref"]["noise_sha256"] == summary["dut"]["noise_sha256"]
 
 
+@pytest.mark.slow
 def test_bad_sweep_input_is_exit_2_and_a_missing_device_exit_3(demo_cache, tmp_path):
-    for args, needle in ((("--frames", "5:2"), "--frames"), (("--episodes", "9"), "out of range"),
-                         (("--seeds", "0", "--noise", tmp_path / "n.safetensors"), "exclude each other"),
-                         (("--batch-size", "0"), "--batch-size")):
+    for args, needle in (
+        (("--frames", "5:2"), "--frames"),
+        (("--episodes", "9"), "out of range"),
+        (("--seeds", "0", "--noise", tmp_path / "n.safetensors"), "exclude each other"),
+        (("--batch-size", "0"), "--batch-size"),
+    ):
         result = sweep(demo_cache, *args, "--out", tmp_path / "out")
         assert result.returncode == 2, (args, result.stderr)
         assert needle in result.stderr and "Traceback" not in result.stderr

@@ -3,6 +3,7 @@
 Array-level tests check the comparison arithmetic and the sketch; model tests hook the tiny pi0
 (lerobot's own PI0Policy) in process; the one-shot form's --trace runs as a user runs it.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from verify.errors import InputError
-from verify.trace import (
+from verify.run.trace import (
     X_T_PATH,
     CountSketch,
     ModuleRecorder,
@@ -26,16 +27,6 @@ from verify.trace import (
     select_modules,
     trace_divergence,
 )
-
-
-@pytest.fixture(scope="module")
-def demo_cache(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "sweep-demo-cache"
-    from verify.demo_dataset import ensure_demo_dataset
-
-    ensure_demo_dataset(cache)
-    return cache
-
 
 # ---------------------------------------------------------------- configuration and arithmetic
 
@@ -71,7 +62,9 @@ def test_exact_comparison_is_relative_error_and_cosine():
     compare("k", 0, "k", "prefix", torch.ones(4))
     compare("extra", 0, "extra", "step 0", torch.ones(1))
     m, n, k, extra = compare.entries()
-    assert m.relative_error == pytest.approx(0.5 / 5.0) and m.cosine == pytest.approx((9 + 18) / (5 * math.hypot(3, 4.5)))
+    assert m.relative_error == pytest.approx(0.5 / 5.0) and m.cosine == pytest.approx(
+        (9 + 18) / (5 * math.hypot(3, 4.5))
+    )
     assert m.max_abs_error == pytest.approx(0.5) and m.method == "exact" and not m.crossed  # 0.1 is not over 0.1
     assert n.crossed and n.note == "non-finite values"
     assert k.crossed and "shape" in k.note
@@ -93,7 +86,9 @@ def test_count_sketch_is_linear_and_keeps_norms_and_angles_roughly(rng):
     compare("m", 0, "m", "prefix", b.float())
     entry = compare.entries()[0]
     assert entry.method == "sketch" and entry.max_abs_error is None and store.exact_bytes == 0
-    assert abs(entry.relative_error / exact - 1) < 0.1 and entry.cosine == pytest.approx(float(a @ b / a.norm() / b.norm()), abs=1e-3)
+    assert abs(entry.relative_error / exact - 1) < 0.1 and entry.cosine == pytest.approx(
+        float(a @ b / a.norm() / b.norm()), abs=1e-3
+    )
 
 
 def test_first_tensor_reads_module_outputs():
@@ -108,14 +103,13 @@ def test_first_tensor_reads_module_outputs():
 
 
 @pytest.fixture(scope="module")
-def tiny(demo_cache):
-    """The demo checkpoint, a batch of two frames and two noise rows."""
+def tiny(demo_cache, demo_dataset):
+    """The demo checkpoint (the session's demo_cache, conftest), a batch of two frames and two noise rows."""
     from noise import make_noise
-    from verify.demo_dataset import ensure_demo_dataset
-    from verify.observation import load_frames
-    from verify.tiny_pi0 import ensure_tiny_checkpoint
+    from verify.data.observation import load_frames
+    from verify.model.tiny import ensure_tiny_checkpoint
 
-    observations = load_frames(ensure_demo_dataset(demo_cache), 0, [4, 9])
+    observations = load_frames(demo_dataset, 0, [4, 9])
     checkpoint = ensure_tiny_checkpoint(Path(demo_cache) / "checkpoints", observations.stats, seed=0)
     noise = np.concatenate([make_noise(s, (1, 50, 32)).values for s in (0, 1)])
     return checkpoint, observations, noise
@@ -123,7 +117,7 @@ def tiny(demo_cache):
 
 @pytest.mark.slow
 def test_hooks_record_every_chosen_output_in_execution_order_without_changing_the_result(tiny):
-    from verify.pi0_runner import Pi0Runner, stack_frames
+    from verify.model.runner import Pi0Runner, stack_frames
 
     checkpoint, observations, noise = tiny
     config = TraceConfig.from_file()
@@ -154,7 +148,7 @@ def test_hooks_record_every_chosen_output_in_execution_order_without_changing_th
 
 def test_a_module_path_that_matches_nothing_is_named():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    from verify.trace import ModuleRule
+    from verify.run.trace import ModuleRule
 
     with pytest.raises(InputError, match="'layers.\\*' matches nothing"):
         select_modules(model, (ModuleRule("layers.*", "x"),), "configs/trace.yaml")
@@ -163,7 +157,7 @@ def test_a_module_path_that_matches_nothing_is_named():
 
 @pytest.mark.slow
 def test_sketch_and_dump_modes_agree_with_exact_on_fp32_vs_bf16(tiny, tmp_path):
-    from verify.harness import SideConfig
+    from verify.run.sides import SideConfig
 
     checkpoint, observations, noise = tiny
     sides = (SideConfig("cpu", "float32", 0), SideConfig("cpu", "bfloat16", 0))
@@ -171,11 +165,15 @@ def test_sketch_and_dump_modes_agree_with_exact_on_fp32_vs_bf16(tiny, tmp_path):
     exact = trace_divergence(checkpoint, observations.frames, noise, 0, sides, observations.stats, base)
     from dataclasses import replace
 
-    sketched = trace_divergence(checkpoint, observations.frames, noise, 0, sides, observations.stats, replace(base, exact_cap_bytes=0))
-    dumped = trace_divergence(checkpoint, observations.frames, noise, 0, sides, observations.stats, base, dump_dir=tmp_path / "dump")
+    sketched = trace_divergence(
+        checkpoint, observations.frames, noise, 0, sides, observations.stats, replace(base, exact_cap_bytes=0)
+    )
+    dumped = trace_divergence(
+        checkpoint, observations.frames, noise, 0, sides, observations.stats, base, dump_dir=tmp_path / "dump"
+    )
     assert exact.first_divergent.label == "VLM layer 0"  # lerobot keeps the vision path in fp32 under bf16
     assert exact.memory["mode"] == "exact" and sketched.memory["sketched_entries"] == len(sketched.entries)
-    for e, s, d in zip(exact.entries, sketched.entries, dumped.entries):
+    for e, s, d in zip(exact.entries, sketched.entries, dumped.entries, strict=True):
         assert (e.label, e.phase) == (s.label, s.phase) == (d.label, d.phase)
         assert d.method == "dump" and d.relative_error == e.relative_error and d.cosine == e.cosine
         if e.relative_error > 1e-4:
@@ -193,9 +191,27 @@ def test_sketch_and_dump_modes_agree_with_exact_on_fp32_vs_bf16(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_one_shot_trace_names_the_first_divergent_module_in_json_and_page(demo_cache, tmp_path):
-    result = run_cli("--demo", "--cache-dir", demo_cache, "--quiet", "--dut", "cpu", "--dut-dtype", "bfloat16", "--iters", "0",
-                     "--trace", "--trace-tol", "1e-3", "--trace-dump", tmp_path / "dump", "--out", tmp_path / "out",
-                     "--json", tmp_path / "s.json")
+    result = run_cli(
+        "--demo",
+        "--cache-dir",
+        demo_cache,
+        "--quiet",
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "bfloat16",
+        "--iters",
+        "0",
+        "--trace",
+        "--trace-tol",
+        "1e-3",
+        "--trace-dump",
+        tmp_path / "dump",
+        "--out",
+        tmp_path / "out",
+        "--json",
+        tmp_path / "s.json",
+    )
     assert result.returncode == 0, result.stderr
     assert "trace: first module over relative error 0.001: VLM layer 0" in result.stdout
     summary = json.loads((tmp_path / "s.json").read_text())
@@ -206,5 +222,7 @@ def test_one_shot_trace_names_the_first_divergent_module_in_json_and_page(demo_c
     assert len(full["entries"]) == full["n_entries"] and len(full["steps"]) == 10
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["trace"]["file"] == "trace.json"
     page = (tmp_path / "out" / "index.html").read_text()
-    assert 'id="trace"' in page and "trace_relative_error.png" in page and (tmp_path / "out" / "trace_steps.png").is_file()
+    assert (
+        'id="trace"' in page and "trace_relative_error.png" in page and (tmp_path / "out" / "trace_steps.png").is_file()
+    )
     assert list((tmp_path / "dump" / "dut").glob("*.safetensors"))

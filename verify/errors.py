@@ -1,4 +1,5 @@
-"""Errors the command line turns into its documented exit codes (DESIGN.md)."""
+"""Errors the command line turns into its documented exit codes (README.md, "Command line")."""
+
 from __future__ import annotations
 
 EXIT_PASS = 0

@@ -9,16 +9,26 @@ having a line per step. `quiet=True` prints nothing. stdout stays free for resul
         progress.step("running dut (cpu bfloat16)")
         ...
 """
+
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TextIO
 
 BAR_WIDTH = 20
 
 
 class Progress:
-    def __init__(self, total: int | None, quiet: bool = False, stream=None, clock=time.monotonic):
+    def __init__(
+        self,
+        total: int | None,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         if total is not None and total < 0:
             raise ValueError(f"total must be >= 0, not {total}")
         self.total = total
@@ -81,8 +91,10 @@ class Progress:
             self.stream.flush()
             self._line_open = False
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close("interrupted" if exc_type is KeyboardInterrupt else ("failed" if exc_type else None))

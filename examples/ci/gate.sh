@@ -3,7 +3,7 @@
 # let the exit code say what happened.
 #
 #   examples/ci/gate.sh REF.npz DUT.npz [OUT_DIR] [more verify-ate compare flags...]
-#   e.g. examples/ci/gate.sh ref.npz dut.npz reports/ci --pos-tol 0.02 --stat p95
+#   e.g. examples/ci/gate.sh ref.npz dut.npz runs/ci --pos-tol 0.02 --stat p95
 #
 # Exit codes (verify-ate's own, passed through unchanged):
 #   0 pass | 1 gate failed (ATE over a bound or non-finite output) | 2 bad usage/config/input file
@@ -17,7 +17,7 @@ if [ "$#" -lt 2 ]; then
 fi
 ref=$1
 dut=$2
-out=${3:-reports/gate}
+out=${3:-runs/gate}
 shift $(( $# < 3 ? $# : 3 ))
 
 verify-ate compare "$ref" "$dut" --out "$out" --junit "$out/junit.xml" "$@"

@@ -3,9 +3,11 @@
 configs/ sits beside the code packages both in a checkout and in an installed copy (pyproject.toml
 ships it as package data), so one path serves both.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,7 +16,7 @@ from verify.errors import InputError
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def read_yaml(path: str | Path, what: str):
+def read_yaml(path: str | Path, what: str) -> Any:
     """The parsed document, or a one-line InputError naming the file and why it cannot be used."""
     path = Path(path)
     try:

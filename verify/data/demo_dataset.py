@@ -8,6 +8,7 @@ from is in configs/profiles/demo_dataset.yaml.
 
 Video encoding runs in PyAV's bundled FFmpeg (libsvtav1), so no system ffmpeg is needed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,7 @@ import numpy as np
 
 from kinematics import dataset_forward_kinematics, load_robot
 from kinematics.robot import RobotConfigError, RobotModel
-from verify.config_files import CONFIGS_DIR, read_yaml
+from verify.configs import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
 
 DEFAULT_PROFILE = CONFIGS_DIR / "profiles" / "demo_dataset.yaml"
@@ -109,7 +110,8 @@ def _parse_profile(document: dict, source: str) -> DemoProfile:
     joints_doc = document["joints"]
     if list(joints_doc) != list(robot.dataset_joint_names):
         raise ValueError(
-            f"joints must be {list(robot.dataset_joint_names)} in that order (robot {robot.name}), got {list(joints_doc)}"
+            f"joints must be {list(robot.dataset_joint_names)} in that order (robot {robot.name}), got "
+            f"{list(joints_doc)}"
         )
     joints = {
         name: JointMotion(float(spec["centre_deg"]), float(spec["amplitude_deg"]), float(spec["cycles"]))
@@ -240,7 +242,9 @@ def draw_view(view: str, tcp: np.ndarray, gripper_deg: float, height: int, width
         canvas = _Canvas(height, width, (-_SCENE_EXTENT_M / 2, _SCENE_EXTENT_M / 2), (-0.02, 0.26))
         canvas.fill((150, 120, 90))  # table
         canvas.rectangle(_BIN_XY[0] - 0.03, _BIN_XY[1] - 0.03, _BIN_XY[0] + 0.03, _BIN_XY[1] + 0.03, (40, 50, 110))
-        canvas.rectangle(_BLOCK_XY[0] - 0.012, _BLOCK_XY[1] - 0.012, _BLOCK_XY[0] + 0.012, _BLOCK_XY[1] + 0.012, (200, 40, 40))
+        canvas.rectangle(
+            _BLOCK_XY[0] - 0.012, _BLOCK_XY[1] - 0.012, _BLOCK_XY[0] + 0.012, _BLOCK_XY[1] + 0.012, (200, 40, 40)
+        )
         canvas.disc(0.0, 0.0, 3 * scale, (30, 30, 30))  # base
         canvas.segment((0.0, 0.0), (x, y), (200, 200, 200), 1.2 * scale)
         canvas.disc(x, y, (2.0 + 8.0 * max(z, 0.0) / 0.25) * scale, gripper_colour)

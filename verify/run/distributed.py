@@ -10,6 +10,7 @@ control messages (error agreement, hashes, timings) go over gloo and the action 
 accelerator's own collective library. A failure on any rank is agreed on by all ranks, which then
 raise the same kind of error, so every rank exits with the same code.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,7 @@ def torchrun_world() -> tuple[int, int, int]:
 def rank_device(spec: str, local_rank: int, world_size: int) -> str:
     """The device of this rank: `cuda`/`npu` without an index become `cuda:LOCAL_RANK`/`npu:LOCAL_RANK`
     under torchrun; an explicit index and `cpu` stay as written."""
-    from verify.devices import parse_device
+    from verify.model.devices import parse_device
 
     parsed = parse_device(spec)
     if world_size > 1 and parsed.backend in ("cuda", "npu") and parsed.index is None:
@@ -46,7 +47,7 @@ def rank_device(spec: str, local_rank: int, world_size: int) -> str:
 
 def backend_for(device_specs) -> tuple[str, str]:
     """(torch.distributed backend string, accelerator kind or 'cpu') for the sides' devices."""
-    from verify.devices import parse_device
+    from verify.model.devices import parse_device
 
     kinds = {parse_device(spec).backend for spec in device_specs}
     if "npu" in kinds:
@@ -114,7 +115,7 @@ class Group:
         import torch.distributed as dist
 
         message = np.zeros(MESSAGE_BYTES, dtype=np.uint8)
-        text = f"{type(error).__name__}: {error}".encode("utf-8")[:MESSAGE_BYTES] if error is not None else b""
+        text = f"{type(error).__name__}: {error}".encode()[:MESSAGE_BYTES] if error is not None else b""
         message[: len(text)] = np.frombuffer(text, dtype=np.uint8)
         row = torch.from_numpy(np.concatenate([[error_code(error)], message]).astype(np.int32))
         rows = [torch.zeros_like(row) for _ in range(self.world_size)]
@@ -155,7 +156,9 @@ class Group:
 
     # -------------------------------------------------------- data plane (the rank's device)
 
-    def gather_rows(self, local: dict[int, np.ndarray], owners: list[list[int]], row_shape: tuple, dtype, control: bool = False) -> np.ndarray:
+    def gather_rows(
+        self, local: dict[int, np.ndarray], owners: list[list[int]], row_shape: tuple, dtype, control: bool = False
+    ) -> np.ndarray:
         """Rows (one per sweep frame) held by the ranks -> [n_units, *row_shape] in unit order.
 
         owners[r]: the unit indices rank r holds, in the order it packs them. The bytes travel
@@ -193,7 +196,7 @@ class Group:
             if dist.is_initialized():
                 try:
                     self.barrier()
-                except Exception:  # noqa: BLE001 - a peer that is already gone cannot be waited for
+                except Exception:  # a peer that is already gone cannot be waited for
                     pass
                 dist.destroy_process_group()
 
@@ -216,21 +219,23 @@ def start_group(device_specs) -> Group:
     backend, accelerator = backend_for(device_specs)
     data_device = "cpu" if accelerator == "cpu" else f"{accelerator}:{local_rank}"
     if accelerator != "cpu":
-        from verify.devices import resolve_device
+        from verify.model.devices import resolve_device
 
         # The backend at all (no CUDA GPU, no torch_npu, which also registers hccl): every rank
         # fails alike here, exit 3 with the device's own message, before any collective.
         resolve_device(accelerator)
     if not dist.is_initialized():
         # Long enough for the slowest rank to load a full-size checkpoint between two collectives.
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(minutes=60))
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world_size, timeout=datetime.timedelta(minutes=60)
+        )
     group = Group(rank, world_size, local_rank, backend, data_device)
     if accelerator != "cpu":
         try:
-            from verify.devices import resolve_device
+            from verify.model.devices import resolve_device
 
             resolve_device(data_device)
             getattr(torch, accelerator).set_device(local_rank)
-        except Exception as error:  # noqa: BLE001 - agreed on by every rank
+        except Exception as error:  # agreed on by every rank
             group.startup_error = error
     return group

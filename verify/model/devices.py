@@ -1,9 +1,10 @@
 """Device backends of the harness: parse a spec, check it is really there, synchronise, time a call.
 
-Specs (DESIGN.md): `cpu`, `cuda`, `cuda:N`, `npu`, `npu:N`. A device that is not there raises
+Specs: `cpu`, `cuda`, `cuda:N`, `npu`, `npu:N`. A device that is not there raises
 DeviceUnavailableError (exit 3) with a message that names exactly what is missing. `torch_npu`
 is imported only when an NPU is asked for: importing it patches torch globally and needs CANN.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,11 +12,12 @@ import importlib
 import os
 import platform
 import re
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-import numpy as np
 import torch
 
 from verify.errors import DeviceUnavailableError, InputError
@@ -188,44 +190,6 @@ class DeviceTimer:
             box["ms"] = float(start.elapsed_time(end))
 
 
-def time_call(device: torch.device | str, fn: Callable[[], Any]) -> tuple[Any, float]:
-    """Runs fn() once under a DeviceTimer; returns (its result, elapsed milliseconds)."""
-    with DeviceTimer(device).measure() as elapsed_ms:
-        result = fn()
-    return result, elapsed_ms()
-
-
-def latency_stats(samples_ms) -> dict:
-    """median_ms, p90_ms and n of a list of latencies in milliseconds."""
-    samples = np.asarray(list(samples_ms), dtype=np.float64)
-    if samples.size == 0:
-        raise ValueError("latency_stats needs at least one sample")
-    if not np.all(np.isfinite(samples)) or np.any(samples < 0):
-        raise ValueError(f"latency samples must be finite and non-negative, got {samples.tolist()}")
-    return {
-        "median_ms": float(np.median(samples)),
-        "p90_ms": float(np.percentile(samples, 90)),
-        "n": int(samples.size),
-    }
-
-
-def measure_latency(
-    device: torch.device | str, fn: Callable[[], Any], *, iters: int, warmup: int = 0
-) -> tuple[Any, dict]:
-    """Runs fn `warmup` times untimed, then `iters` times timed; returns (last result, latency_stats)."""
-    if iters < 1 or warmup < 0:
-        raise InputError(f"--iters must be >= 1 and --warmup >= 0 (got iters={iters}, warmup={warmup})")
-    device = torch.device(device)
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    samples, result = [], None
-    for _ in range(iters):
-        result, elapsed = time_call(device, fn)
-        samples.append(elapsed)
-    return result, latency_stats(samples)
-
-
 def device_description(device: torch.device | str) -> dict:
     """What a report says about a device: its name and the runtime versions behind it."""
     device = torch.device(device)
@@ -274,4 +238,36 @@ def cann_version(torch_npu) -> str | None:
     try:
         return str(torch_npu.npu.utils.get_cann_version()) or None
     except Exception:  # an informational field: a missing API must not fail the run
+        return None
+
+
+def runtime_versions() -> dict:
+    """python, torch, torch_npu (None when absent), lerobot, transformers, cuda / cann when present."""
+    import torch
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_npu": None,
+        "lerobot": library_version("lerobot"),
+        "transformers": library_version("transformers"),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "cann": None,
+    }
+    if "torch_npu" in sys.modules or library_version("torch-npu"):
+        try:
+            import torch_npu  # registers the npu device
+
+            versions["torch_npu"] = getattr(torch_npu, "__version__", library_version("torch-npu"))
+            versions["cann"] = cann_version(torch_npu) or os.environ.get("ASCEND_TOOLKIT_VERSION")
+        except Exception:  # an installed but broken torch_npu is reported as absent here
+            pass
+    return versions
+
+
+def library_version(distribution: str) -> str | None:
+    """The installed version of a distribution, or None when it is not installed."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
         return None

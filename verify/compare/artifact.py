@@ -1,16 +1,19 @@
 """Trajectory artifacts: the action chunks one side produced, with where they came from.
 
 `.npz` (readable with allow_pickle=False): `actions` [N, T, J] float32/float64 in dataset units and
-`meta`, a 0-d string array of JSON (DESIGN.md "Trajectory artifact"). A bare `.npy` [T, J] or
+`meta`, a 0-d string array of JSON (README.md, "Files"). A bare `.npy` [T, J] or
 [N, T, J] is accepted too ("bring your own"), with its units given by the caller.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +64,12 @@ def save_artifact(artifact: TrajectoryArtifact, path: str | Path) -> Path:
     return path
 
 
-def load_artifact(path: str | Path, units: str | None = None, robot_name: str | None = None, joint_names=None) -> TrajectoryArtifact:
+def load_artifact(
+    path: str | Path,
+    units: str | None = None,
+    robot_name: str | None = None,
+    joint_names: Sequence[str] | None = None,
+) -> TrajectoryArtifact:
     """Load and validate one side. `units`, `robot_name` and `joint_names` describe a bare .npy."""
     path = Path(path)
     if not path.exists():
@@ -105,7 +113,9 @@ def load_artifact(path: str | Path, units: str | None = None, robot_name: str | 
     return TrajectoryArtifact(_validated_actions(actions, path, len(meta["joint_names"])), meta, path)
 
 
-def _load_bare_npy(path: Path, units: str | None, robot_name: str | None, joint_names) -> TrajectoryArtifact:
+def _load_bare_npy(
+    path: Path, units: str | None, robot_name: str | None, joint_names: Sequence[str] | None
+) -> TrajectoryArtifact:
     if units not in ("deg", "rad"):
         raise InputError(f"{path}: a bare .npy needs --units deg or --units rad")
     try:
@@ -118,10 +128,11 @@ def _load_bare_npy(path: Path, units: str | None, robot_name: str | None, joint_
         raise InputError(f"{path}: not a readable .npy array ({error})") from None
     if actions.ndim == 2:
         actions = actions[None]
-    meta = {
+    names = list(joint_names or [])
+    meta: dict[str, Any] = {
         "schema": SCHEMA,
         "robot": robot_name,
-        "joint_names": list(joint_names or []),
+        "joint_names": names,
         "units": units,
         "device": "unknown (bare .npy)",
         "dtype": str(actions.dtype),
@@ -131,7 +142,7 @@ def _load_bare_npy(path: Path, units: str | None, robot_name: str | None, joint_
         "versions": {},
         "source": "bring-your-own .npy",
     }
-    return TrajectoryArtifact(_validated_actions(actions, path, len(meta["joint_names"]) or None), meta, path)
+    return TrajectoryArtifact(_validated_actions(actions, path, len(names) or None), meta, path)
 
 
 def _validated_actions(actions: np.ndarray, path: Path, n_joints: int | None) -> np.ndarray:

@@ -1,4 +1,5 @@
 """The comparator: two trajectory artifacts in, ATE and a gate verdict out."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kinematics import Poses, RobotModel, dataset_forward_kinematics
-from verify.artifact import TrajectoryArtifact
+from verify.compare.artifact import TrajectoryArtifact
+from verify.compare.gate import GateConfig, GateResult, judge
+from verify.compare.metrics import AbsoluteTrajectoryError, joint_max_abs_errors
 from verify.errors import InputError
-from verify.gate import GateConfig, GateResult, judge
-from verify.metrics import AbsoluteTrajectoryError, joint_max_abs_errors
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class ComparisonResult:
         return int(self.position.errors.size)
 
     def summary(self) -> dict:
-        """The JSON summary of DESIGN.md (metres and radians; joints in the artifacts' units)."""
+        """The JSON summary of the file contract (README.md "Files"; metres and radians; joints in the "
+        "artifacts' units)."""
 
         def series(ate: AbsoluteTrajectoryError, threshold: float) -> dict:
             check = self.gate.check(ate.name)
@@ -59,7 +61,15 @@ class ComparisonResult:
             "robot": self.robot.name,
             "forced": self.forced,
             "checks": [
-                {"name": c.name, "pass": c.passed, "value": c.value, "threshold": c.threshold, "unit": c.unit, "stat": c.statistic, "message": c.message}
+                {
+                    "name": c.name,
+                    "pass": c.passed,
+                    "value": c.value,
+                    "threshold": c.threshold,
+                    "unit": c.unit,
+                    "stat": c.statistic,
+                    "message": c.message,
+                }
                 for c in self.gate.checks
             ],
             "ref": self.reference.meta,
@@ -67,25 +77,33 @@ class ComparisonResult:
         }
 
 
-def check_comparable(reference: TrajectoryArtifact, under_test: TrajectoryArtifact, robot: RobotModel, force: bool) -> None:
+def check_comparable(
+    reference: TrajectoryArtifact, under_test: TrajectoryArtifact, robot: RobotModel, force: bool
+) -> None:
     """Refuse (InputError) pairs whose comparison would mean nothing."""
     for artifact in (reference, under_test):
         names = artifact.meta.get("joint_names") or list(robot.dataset_joint_names)
         if list(names) != list(robot.dataset_joint_names):
-            raise InputError(f"{artifact.label}: joints {list(names)} are not robot {robot.name}'s {list(robot.dataset_joint_names)}")
+            raise InputError(
+                f"{artifact.label}: joints {list(names)} are not robot {robot.name}'s {list(robot.dataset_joint_names)}"
+            )
         if artifact.actions.shape[-1] != len(robot.dataset_joint_names):
             raise InputError(
-                f"{artifact.label}: actions have {artifact.actions.shape[-1]} joints, robot {robot.name} has {len(robot.dataset_joint_names)}"
+                f"{artifact.label}: actions have {artifact.actions.shape[-1]} joints, robot {robot.name} has "
+                f"{len(robot.dataset_joint_names)}"
             )
         declared = artifact.meta.get("robot")
         if declared and declared != robot.name:
-            raise InputError(f"{artifact.label}: made for robot {declared!r}, compared as {robot.name!r} (pass --robot {declared})")
+            raise InputError(
+                f"{artifact.label}: made for robot {declared!r}, compared as {robot.name!r} (pass --robot {declared})"
+            )
     if reference.actions.shape != under_test.actions.shape:
         ref_n, ref_t = reference.actions.shape[:2]
         dut_n, dut_t = under_test.actions.shape[:2]
         what = "chunk count N" if ref_n != dut_n else "horizon T"
         raise InputError(
-            f"{under_test.label}: {what} differs from {reference.label}: shape {list(under_test.actions.shape)} vs {list(reference.actions.shape)}"
+            f"{under_test.label}: {what} differs from {reference.label}: shape "
+            f"{list(under_test.actions.shape)} vs {list(reference.actions.shape)}"
         )
     if force:
         return
@@ -93,12 +111,19 @@ def check_comparable(reference: TrajectoryArtifact, under_test: TrajectoryArtifa
         ref_hash, dut_hash = reference.meta.get(key), under_test.meta.get(key)
         if ref_hash and dut_hash and ref_hash != dut_hash:
             raise InputError(
-                f"{under_test.label}: {what} sha256 {dut_hash[:12]}... differs from {reference.label}'s {ref_hash[:12]}...: "
+                f"{under_test.label}: {what} sha256 {dut_hash[:12]}... differs from {reference.label}'s "
+                f"{ref_hash[:12]}...: "
                 "the two runs did not see the same input (use --force to compare anyway)"
             )
 
 
-def compare(reference: TrajectoryArtifact, under_test: TrajectoryArtifact, robot: RobotModel, config: GateConfig, force: bool = False) -> ComparisonResult:
+def compare(
+    reference: TrajectoryArtifact,
+    under_test: TrajectoryArtifact,
+    robot: RobotModel,
+    config: GateConfig,
+    force: bool = False,
+) -> ComparisonResult:
     check_comparable(reference, under_test, robot, force)
     reference_poses = dataset_forward_kinematics(robot, reference.actions, reference.meta["units"])
     under_test_poses = dataset_forward_kinematics(robot, under_test.actions, under_test.meta["units"])
@@ -109,8 +134,17 @@ def compare(reference: TrajectoryArtifact, under_test: TrajectoryArtifact, robot
     joint_errors = joint_max_abs_errors(ref_units, dut_units, robot.dataset_joint_names)
     n_nonfinite = reference.n_nonfinite + under_test.n_nonfinite
     return ComparisonResult(
-        reference, under_test, robot, reference_poses, under_test_poses, position, orientation, joint_errors,
-        judge(position, orientation, n_nonfinite, config), config, force,
+        reference,
+        under_test,
+        robot,
+        reference_poses,
+        under_test_poses,
+        position,
+        orientation,
+        joint_errors,
+        judge(position, orientation, n_nonfinite, config),
+        config,
+        force,
     )
 
 

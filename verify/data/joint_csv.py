@@ -1,4 +1,5 @@
-"""Joint-log CSV in, pose CSV out (DESIGN.md "FK CSV")."""
+"""Joint-log CSV in, pose CSV out (README.md "Files")."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -7,14 +7,15 @@ Everything is checked on disk before lerobot is asked: lerobot treats a missing 
 "download it from the hub", which on these machines means a long network error instead of a
 one-line message naming the file.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import packaging.version
@@ -24,7 +25,7 @@ from verify.errors import InputError
 
 READABLE_MAJOR = 3  # lerobot 0.6.1 reads codebase_version v3.x
 # torchcodec needs a system FFmpeg and lerobot then falls back to PyAV with a long traceback
-# (DESIGN.md); PyAV ships its own FFmpeg, so ask for it directly.
+# (seen on machines without FFmpeg); PyAV ships its own FFmpeg, so ask for it directly.
 VIDEO_BACKEND = "pyav"
 INFO_FILE = Path("meta") / "info.json"
 
@@ -111,11 +112,15 @@ def _check_version(root: Path, info: dict, repo_id: str) -> None:
     if version.major == READABLE_MAJOR:
         return
     if version.major > READABLE_MAJOR:
-        raise InputError(f"{root}: LeRobot dataset format {raw} is newer than lerobot 0.6.1 reads (v3.0); upgrade lerobot")
+        raise InputError(
+            f"{root}: LeRobot dataset format {raw} is newer than lerobot 0.6.1 reads (v3.0); upgrade lerobot"
+        )
     convert = conversion_command(root, repo_id)
     kept = f"it converts in place and keeps the original as {root.name}_old"
     if (version.major, version.minor) == (2, 1):
-        raise InputError(f"{root}: LeRobot dataset format {raw}, lerobot 0.6.1 reads only v3.0; convert it ({kept}): {convert}")
+        raise InputError(
+            f"{root}: LeRobot dataset format {raw}, lerobot 0.6.1 reads only v3.0; convert it ({kept}): {convert}"
+        )
     if (version.major, version.minor) == (2, 0):
         raise InputError(
             f"{root}: LeRobot dataset format {raw}, lerobot 0.6.1 reads only v3.0 and converts only from v2.1; "
@@ -123,7 +128,9 @@ def _check_version(root: Path, info: dict, repo_id: str) -> None:
             "--repo-id=<the dataset's hub id>, which works on the hub copy), then convert to v3.0 "
             f"({kept}): {convert}"
         )
-    raise InputError(f"{root}: LeRobot dataset format {raw} is too old for lerobot 0.6.1, which converts only from v2.1")
+    raise InputError(
+        f"{root}: LeRobot dataset format {raw} is too old for lerobot 0.6.1, which converts only from v2.1"
+    )
 
 
 def _episodes_table(layout: DatasetLayout, columns: list[str]):
@@ -138,7 +145,9 @@ def _check_episode(layout: DatasetLayout, episode: int) -> None:
         raise InputError(f"{layout.root}: episode must be an integer, not {episode!r}")
     total = layout.total_episodes
     if not 0 <= episode < total:
-        raise InputError(f"{layout.root}: episode {episode} out of range, the dataset has {total} episodes (0..{total - 1})")
+        raise InputError(
+            f"{layout.root}: episode {episode} out of range, the dataset has {total} episodes (0..{total - 1})"
+        )
 
 
 def episode_row(layout: DatasetLayout, episode: int) -> dict:
@@ -151,12 +160,6 @@ def episode_row(layout: DatasetLayout, episode: int) -> dict:
     if len(rows) != 1:
         raise InputError(f"{layout.root}: meta/episodes has {len(rows)} rows for episode {episode}, expected 1")
     return rows[0]
-
-
-def episode_length(dataset_dir: str | Path, episode: int) -> int:
-    """Number of frames of one episode, from the metadata alone."""
-    layout = inspect_dataset(dataset_dir)
-    return int(episode_row(layout, episode)["length"])
 
 
 def _check_episode_files(layout: DatasetLayout, row: dict) -> None:
@@ -232,9 +235,11 @@ def load_frames(dataset_dir: str | Path, episode: int, frames: Sequence[int]) ->
         raise
     except Exception as error:  # a corrupt file surfaces in many library types; name the dataset instead
         first_line = (str(error).strip().splitlines() or [""])[0]
-        raise InputError(f"{layout.root}: lerobot could not read episode {episode} ({type(error).__name__}: {first_line})") from None
+        raise InputError(
+            f"{layout.root}: lerobot could not read episode {episode} ({type(error).__name__}: {first_line})"
+        ) from None
 
-    for frame, item in zip(frames, items):
+    for frame, item in zip(frames, items, strict=True):
         if int(item["episode_index"]) != episode or int(item["frame_index"]) != frame:
             raise InputError(
                 f"{layout.root}: asked for episode {episode} frame {frame}, lerobot returned "

@@ -19,6 +19,7 @@ The traced batch is the same batch the comparison ran (same frames, same noise r
 size), and only one row of it is kept, so the traced run reproduces the compared actions bit for bit
 on the same device and thread count; the result says whether it did.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verify.config_files import CONFIGS_DIR, read_yaml
+from verify.configs import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
 
 TRACE_FILE = CONFIGS_DIR / "trace.yaml"
@@ -42,6 +43,22 @@ _MAX_CACHED_HASHES = 8
 
 
 # ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """What the user asked of the trace: always, only when the gate fails, a tensor dump, a tolerance."""
+
+    always: bool = False
+    on_fail: bool = False
+    dump_dir: Path | None = None  # also save every traced tensor here (implies a trace)
+    tolerance: float | None = None  # None: configs/trace.yaml's relative_tolerance
+
+    def wanted(self, passed: bool) -> bool:
+        return bool(self.always or self.dump_dir is not None or (self.on_fail and not passed))
+
+    def config(self) -> TraceConfig:
+        return TraceConfig.from_file(relative_tolerance=self.tolerance)
 
 
 @dataclass(frozen=True)
@@ -61,7 +78,7 @@ class TraceConfig:
     source: str = str(TRACE_FILE)
 
     @classmethod
-    def from_file(cls, path: str | Path | None = None, relative_tolerance: float | None = None) -> "TraceConfig":
+    def from_file(cls, path: str | Path | None = None, relative_tolerance: float | None = None) -> TraceConfig:
         path = Path(path) if path is not None else TRACE_FILE
         document = read_yaml(path, "trace configuration")
         try:
@@ -86,7 +103,10 @@ class TraceConfig:
             detail = f"missing key {error}" if isinstance(error, KeyError) else str(error)
             raise InputError(f"{path}: invalid trace configuration: {detail}") from None
         if not (math.isfinite(config.relative_tolerance) and config.relative_tolerance > 0):
-            raise InputError(f"{path} or --trace-tol: the relative tolerance must be a finite number > 0, not {config.relative_tolerance}")
+            raise InputError(
+                f"{path} or --trace-tol: the relative tolerance must be a finite number > 0, not "
+                f"{config.relative_tolerance}"
+            )
         if config.sketch_size < 16 or config.exact_cap_bytes < 0:
             raise InputError(f"{path}: sketch_size must be >= 16 and exact_cap_mib >= 0")
         if not config.modules and not config.record_x_t:
@@ -94,7 +114,9 @@ class TraceConfig:
         return config
 
 
-def select_modules(model, rules: tuple[ModuleRule, ...], source: str = "trace configuration") -> list[tuple[str, str, object]]:
+def select_modules(
+    model, rules: tuple[ModuleRule, ...], source: str = "trace configuration"
+) -> list[tuple[str, str, object]]:
     """(path, label, module) for every module of `model` a rule names, in the model's own order."""
     named = {name: module for name, module in model.named_modules() if name}  # the root itself is not a traced output
     chosen = []
@@ -103,8 +125,10 @@ def select_modules(model, rules: tuple[ModuleRule, ...], source: str = "trace co
         matches = []
         for name, module in named.items():
             parts = name.split(".")
-            if len(parts) == len(pattern) and all(fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern)):
-                wildcards = [p for p, q in zip(parts, pattern) if q != p or "*" in q]
+            if len(parts) == len(pattern) and all(
+                fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern, strict=True)
+            ):
+                wildcards = [p for p, q in zip(parts, pattern, strict=True) if q != p or "*" in q]
                 matches.append((name, rule.label.format(*wildcards), module))
         if not matches:
             raise InputError(f"{source}: module path {rule.path!r} matches nothing in this pi0 (lerobot PI0Pytorch)")
@@ -174,7 +198,7 @@ class ModuleRecorder:
         self.calls[path] = call + 1
         self.sink(path, call, label, self.phase, self._row(tensor))
 
-    def __enter__(self) -> "ModuleRecorder":
+    def __enter__(self) -> ModuleRecorder:
         modules = dict(self.model.named_modules())
         for name in (STEP_MARKER_PATH, ACTION_IN_PATH, ACTION_OUT_PATH):
             if name not in modules:
@@ -186,6 +210,7 @@ class ModuleRecorder:
         self._handles.append(modules[STEP_MARKER_PATH].register_forward_pre_hook(count_step))
         # Registered in selection order, so they fire in it; the x_t hook is registered last.
         for path, label, module in select_modules(self.model, self.config.modules, self.config.source):
+
             def record(_module, _args, output, path=path, label=label):
                 tensor = first_tensor(output)
                 if tensor is not None:
@@ -273,8 +298,11 @@ def _dump(tensor, folder: Path, index: int, path: str, call: int, label: str, ph
 
     target = folder / side / f"{index:04d}_{_safe_name(path)}_{call}.safetensors"
     with atomic_path(target) as temporary:
-        save_file({"tensor": tensor.contiguous()}, str(temporary),
-                  metadata={"module": path, "call": str(call), "label": label, "phase": phase, "side": side})
+        save_file(
+            {"tensor": tensor.contiguous()},
+            str(temporary),
+            metadata={"module": path, "call": str(call), "label": label, "phase": phase, "side": side},
+        )
     return target
 
 
@@ -294,8 +322,14 @@ class ReferenceStore:
 
         cpu = tensor.to("cpu").clone(memory_format=torch.contiguous_format)  # only the row, not the batch's storage
         as64 = cpu.to(torch.float64)
-        kept = _Kept(label, phase, tuple(cpu.shape), str(cpu.dtype).replace("torch.", ""),
-                     float(torch.linalg.vector_norm(as64)), bool(torch.isfinite(as64).all()))
+        kept = _Kept(
+            label,
+            phase,
+            tuple(cpu.shape),
+            str(cpu.dtype).replace("torch.", ""),
+            float(torch.linalg.vector_norm(as64)),
+            bool(torch.isfinite(as64).all()),
+        )
         nbytes = cpu.numel() * cpu.element_size()
         if self.dump_dir is not None:
             kept.dump = _dump(cpu, self.dump_dir, len(self.kept), path, call, label, phase, "ref")
@@ -333,11 +367,23 @@ class TraceEntry:
 
     def as_dict(self) -> dict:
         return {
-            "index": self.index, "module": self.path, "call": self.call, "label": self.label, "name": self.name,
-            "phase": self.phase, "shape": self.shape, "ref_dtype": self.ref_dtype, "dut_dtype": self.dut_dtype,
-            "ref_norm": self.ref_norm, "dut_norm": self.dut_norm, "relative_error": self.relative_error,
-            "cosine": self.cosine, "max_abs_error": self.max_abs_error, "method": self.method,
-            "over_tolerance": self.crossed, "note": self.note,
+            "index": self.index,
+            "module": self.path,
+            "call": self.call,
+            "label": self.label,
+            "name": self.name,
+            "phase": self.phase,
+            "shape": self.shape,
+            "ref_dtype": self.ref_dtype,
+            "dut_dtype": self.dut_dtype,
+            "ref_norm": self.ref_norm,
+            "dut_norm": self.dut_norm,
+            "relative_error": self.relative_error,
+            "cosine": self.cosine,
+            "max_abs_error": self.max_abs_error,
+            "method": self.method,
+            "over_tolerance": self.crossed,
+            "note": self.note,
         }
 
 
@@ -367,23 +413,69 @@ class UnderTestComparator:
         dut_norm = float(torch.linalg.vector_norm(b))
         dut_dtype = str(cpu.dtype).replace("torch.", "")
         if self.dump_dir is not None:
-            _dump(cpu, self.dump_dir, self._order.get(key, len(self._order) + len(self.extra)), path, call, label, phase, "dut")
+            _dump(
+                cpu,
+                self.dump_dir,
+                self._order.get(key, len(self._order) + len(self.extra)),
+                path,
+                call,
+                label,
+                phase,
+                "dut",
+            )
         kept = self.reference.kept.get(key)
         if kept is None:
-            self.extra.append(TraceEntry(len(self._order) + len(self.extra), path, call, label, phase, list(cpu.shape), "—",
-                                         dut_dtype, math.nan, dut_norm, None, None, None, "missing", True,
-                                         "recorded on the device under test only"))
+            self.extra.append(
+                TraceEntry(
+                    len(self._order) + len(self.extra),
+                    path,
+                    call,
+                    label,
+                    phase,
+                    list(cpu.shape),
+                    "—",
+                    dut_dtype,
+                    math.nan,
+                    dut_norm,
+                    None,
+                    None,
+                    None,
+                    "missing",
+                    True,
+                    "recorded on the device under test only",
+                )
+            )
             return
-        common = dict(index=self._order[key], path=path, call=call, label=kept.label, phase=kept.phase, shape=list(kept.shape),
-                      ref_dtype=kept.dtype, dut_dtype=dut_dtype, ref_norm=kept.norm, dut_norm=dut_norm)
+        common = {
+            "index": self._order[key],
+            "path": path,
+            "call": call,
+            "label": kept.label,
+            "phase": kept.phase,
+            "shape": list(kept.shape),
+            "ref_dtype": kept.dtype,
+            "dut_dtype": dut_dtype,
+            "ref_norm": kept.norm,
+            "dut_norm": dut_norm,
+        }
         if tuple(cpu.shape) != kept.shape:
-            self.results[key] = TraceEntry(**common, relative_error=None, cosine=None, max_abs_error=None, method="missing",
-                                           crossed=True, note=f"shape {list(cpu.shape)} on the device under test")
+            self.results[key] = TraceEntry(
+                **common,
+                relative_error=None,
+                cosine=None,
+                max_abs_error=None,
+                method="missing",
+                crossed=True,
+                note=f"shape {list(cpu.shape)} on the device under test",
+            )
             return
         if kept.sketch is not None:
             sketch_b = self.reference.sketch(b)
             relative = _ratio(float(torch.linalg.vector_norm(kept.sketch - sketch_b)), kept.norm)
-            cosine = _ratio(float(kept.sketch @ sketch_b), float(torch.linalg.vector_norm(kept.sketch) * torch.linalg.vector_norm(sketch_b)))
+            cosine = _ratio(
+                float(kept.sketch @ sketch_b),
+                float(torch.linalg.vector_norm(kept.sketch) * torch.linalg.vector_norm(sketch_b)),
+            )
             max_abs, method = None, "sketch"
         else:
             if kept.exact is not None:
@@ -400,8 +492,15 @@ class UnderTestComparator:
         finite = kept.finite and bool(torch.isfinite(b).all())
         crossed = not finite or not (relative <= self.tolerance)  # NaN never passes
         note = "" if finite else "non-finite values"
-        self.results[key] = TraceEntry(**common, relative_error=relative, cosine=cosine, max_abs_error=max_abs,
-                                       method=method, crossed=crossed, note=note)
+        self.results[key] = TraceEntry(
+            **common,
+            relative_error=relative,
+            cosine=cosine,
+            max_abs_error=max_abs,
+            method=method,
+            crossed=crossed,
+            note=note,
+        )
 
     def entries(self) -> list[TraceEntry]:
         found = []
@@ -410,9 +509,26 @@ class UnderTestComparator:
                 found.append(self.results[key])
             else:
                 kept = self.reference.kept[key]
-                found.append(TraceEntry(index, key[0], key[1], kept.label, kept.phase, list(kept.shape), kept.dtype, None,
-                                        kept.norm, None, None, None, None, "missing", True,
-                                        "not recorded on the device under test"))
+                found.append(
+                    TraceEntry(
+                        index,
+                        key[0],
+                        key[1],
+                        kept.label,
+                        kept.phase,
+                        list(kept.shape),
+                        kept.dtype,
+                        None,
+                        kept.norm,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "missing",
+                        True,
+                        "not recorded on the device under test",
+                    )
+                )
         return found + self.extra
 
 
@@ -443,26 +559,39 @@ class TraceResult:
         for entry in self.entries:
             if not entry.phase.startswith("step"):
                 continue
-            row = rows.setdefault(entry.phase, {"phase": entry.phase, "x_t_relative_error": None, "x_t_cosine": None,
-                                                "worst_module": None, "worst_relative_error": None})
+            row = rows.setdefault(
+                entry.phase,
+                {
+                    "phase": entry.phase,
+                    "x_t_relative_error": None,
+                    "x_t_cosine": None,
+                    "worst_module": None,
+                    "worst_relative_error": None,
+                },
+            )
             if entry.path == X_T_PATH:
                 row["x_t_relative_error"], row["x_t_cosine"] = entry.relative_error, entry.cosine
-            elif entry.relative_error is not None and (row["worst_relative_error"] is None or
-                                                       not entry.relative_error <= row["worst_relative_error"]):
+            elif entry.relative_error is not None and (
+                row["worst_relative_error"] is None or not entry.relative_error <= row["worst_relative_error"]
+            ):
                 row["worst_module"], row["worst_relative_error"] = entry.name, entry.relative_error
         return list(rows.values())
 
     def headline(self) -> str:
         first = self.first_divergent
         if first is None:
-            worst = max((e for e in self.entries if e.relative_error is not None), key=lambda e: e.relative_error, default=None)
+            worst = max(
+                (e for e in self.entries if e.relative_error is not None), key=lambda e: e.relative_error, default=None
+            )
             tail = f"; largest {worst.name} ({worst.phase}) {worst.relative_error:.3g}" if worst else ""
             return f"no traced module exceeds relative error {self.tolerance:g}{tail}"
         value = "n/a" if first.relative_error is None else f"{first.relative_error:.3g}"
         cosine = "" if first.cosine is None else f", cosine {first.cosine:.6f}"
         why = f" ({first.note})" if first.note else ""
-        return (f"first module over relative error {self.tolerance:g}: {first.name} ({first.phase}, {first.path}) "
-                f"relative error {value}{cosine}{why}")
+        return (
+            f"first module over relative error {self.tolerance:g}: {first.name} ({first.phase}, {first.path}) "
+            f"relative error {value}{cosine}{why}"
+        )
 
     def summary(self, full: bool = True) -> dict:
         first = self.first_divergent
@@ -506,13 +635,12 @@ def trace_divergence(
     unit: dict | None = None,
 ) -> TraceResult:
     """Run the batch `frames` with `noise` ([1|B, T, D]) on the reference side then the device under
-    test (sides: two verify.harness.SideConfig), hooked; compare row `row` module by module.
+    test (sides: two verify.run.sides.SideConfig), hooked; compare row `row` module by module.
 
     compared_actions: the (reference, under test) actions [T, J] of that row from the comparison,
     to state whether the traced run reproduced them exactly.
     """
-    from verify.devices import resolve_device
-    from verify.pi0_runner import Pi0Runner
+    from verify.run.sides import load_runner
 
     step = progress.step if progress is not None else (lambda message: None)
     if not 0 <= row < len(frames):
@@ -521,20 +649,20 @@ def trace_divergence(
     reference_side, under_test_side = sides
     store = ReferenceStore(config, dump_dir)
     actions = []
-    for side, sink_factory in ((reference_side, lambda: store),
-                               (under_test_side, lambda: UnderTestComparator(store, config.relative_tolerance, dump_dir))):
-        device = resolve_device(side.device)
+    for side, sink_factory in (
+        (reference_side, lambda: store),
+        (under_test_side, lambda: UnderTestComparator(store, config.relative_tolerance, dump_dir)),
+    ):
         step(f"tracing modules on {side.label}")
         sink = sink_factory()
-        with Pi0Runner(checkpoint, device=str(device), dtype=side.dtype, dataset_stats=dataset_stats,
-                       num_inference_steps=side.num_inference_steps) as runner:
+        with load_runner(side, checkpoint, dataset_stats) as runner:
             with ModuleRecorder(runner.policy.model, config, len(frames), row, sink):
                 actions.append(runner.predict(frames, noise)[row])
         comparator = sink
     entries = comparator.entries()
     reproduced = {}
     if compared_actions is not None:
-        for name, traced, compared in zip(("ref", "dut"), actions, compared_actions):
+        for name, traced, compared in zip(("ref", "dut"), actions, compared_actions, strict=True):
             reproduced[name] = bool(np.array_equal(np.asarray(traced), np.asarray(compared), equal_nan=True))
     memory = {
         "mode": "dump" if dump_dir is not None else ("exact" if store.sketched == 0 else "exact+sketch"),
@@ -543,10 +671,43 @@ def trace_divergence(
         "sketched_entries": store.sketched,
         "sketch_size": config.sketch_size,
     }
-    result = TraceResult(entries, config.relative_tolerance, reference_side.label, under_test_side.label, memory,
-                         actions[0], actions[1], reproduced, unit, dump_dir, config.source)
+    result = TraceResult(
+        entries,
+        config.relative_tolerance,
+        reference_side.label,
+        under_test_side.label,
+        memory,
+        actions[0],
+        actions[1],
+        reproduced,
+        unit,
+        dump_dir,
+        config.source,
+    )
     if dump_dir is not None:
         from reports.summary_files import write_json
 
         write_json(result.summary(), dump_dir / "trace.json")
     return result
+
+
+def trace_one_frame(request: TraceRequest, sides, inputs, noise, result, unit_name: str, progress=None) -> TraceResult:
+    """The one-shot form's trace: the one observation and noise of the comparison `result`.
+
+    inputs: the run's verify.run.sides.RunInputs; noise: the FixedNoise both sides received.
+    """
+    if progress is not None:
+        progress.total = (progress.total or 0) + 2
+    return trace_divergence(
+        inputs.checkpoint,
+        inputs.observations.frames,
+        noise,
+        0,
+        sides,
+        inputs.observations.stats,
+        request.config(),
+        dump_dir=request.dump_dir,
+        progress=progress,
+        compared_actions=(result.reference.actions[0], result.under_test.actions[0]),
+        unit={"unit": 0, "name": unit_name, "why": "the compared frame", "batch_size": 1},
+    )

@@ -1,13 +1,14 @@
 """The pass/fail judgement: explicit tolerances, one check per bound, each saying by how much."""
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from verify.config_files import CONFIGS_DIR, read_yaml
+from verify.compare.metrics import GATEABLE_STATISTICS, AbsoluteTrajectoryError
+from verify.configs import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
-from verify.metrics import GATEABLE_STATISTICS, AbsoluteTrajectoryError
 
 THRESHOLDS_FILE = CONFIGS_DIR / "thresholds.yaml"
 
@@ -27,14 +28,16 @@ class GateConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, not {value}")
 
     @classmethod
-    def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides) -> "GateConfig":
+    def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides: float | str | None) -> GateConfig:
         document = read_yaml(path, "gate thresholds")
         try:
             values = {key: document[key] for key in ("position_tolerance_m", "orientation_tolerance_rad", "statistic")}
         except (KeyError, TypeError) as error:
             raise InputError(f"{path}: gate thresholds lack {error}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(float(values["position_tolerance_m"]), float(values["orientation_tolerance_rad"]), str(values["statistic"]))
+        return cls(
+            float(values["position_tolerance_m"]), float(values["orientation_tolerance_rad"]), str(values["statistic"])
+        )
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,12 @@ def _bound_check(ate: AbsoluteTrajectoryError, threshold: float, statistic: str)
     return GateCheck(ate.name, passed, value, threshold, ate.unit, statistic, message)
 
 
-def judge(position: AbsoluteTrajectoryError, orientation: AbsoluteTrajectoryError, n_nonfinite_actions: int, config: GateConfig) -> GateResult:
+def judge(
+    position: AbsoluteTrajectoryError,
+    orientation: AbsoluteTrajectoryError,
+    n_nonfinite_actions: int,
+    config: GateConfig,
+) -> GateResult:
     finite = GateCheck(
         name="finite",
         passed=n_nonfinite_actions == 0,
@@ -79,7 +87,9 @@ def judge(position: AbsoluteTrajectoryError, orientation: AbsoluteTrajectoryErro
         threshold=0.0,
         unit="values",
         statistic=None,
-        message="all actions finite" if n_nonfinite_actions == 0 else f"{n_nonfinite_actions} non-finite action values (NaN/Inf)",
+        message="all actions finite"
+        if n_nonfinite_actions == 0
+        else f"{n_nonfinite_actions} non-finite action values (NaN/Inf)",
     )
     return GateResult(
         (

@@ -1,0 +1,191 @@
+"""The commands: each declares its argument groups, parses, and hands typed objects to the library.
+
+verify-ate [main form]   devices, model and data, frame, timing, gate, outputs, trace
+verify-ate run           device, model and data, frame, timing, robot; --save
+verify-ate sweep         devices, model and data, sweep, timing, gate, outputs, trace
+verify-ate compare       two artifacts, gate, outputs
+verify-ate noise         make | show | import
+verify-ate fk            robot, a joint CSV or a recorded episode
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from verify.cli.args import (
+    DEMO_OUT,
+    ArgumentParser,
+    DeviceArgs,
+    FrameArgs,
+    GateArgs,
+    ModelArgs,
+    OutputArgs,
+    RobotArgs,
+    SingleDeviceArgs,
+    SweepArgs,
+    TimingArgs,
+    TraceArgs,
+    shape,
+)
+
+
+def _parser(prog: str, description: str, *groups) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=description)
+    for group in groups:
+        group.add_to_parser(parser)
+    return parser
+
+
+def main_form(argv: list[str]) -> int:
+    devices, model, frame, timing = DeviceArgs(), ModelArgs(), FrameArgs(), TimingArgs()
+    gate, outputs, trace = GateArgs(), OutputArgs(demo_out=DEMO_OUT), TraceArgs()
+    args = _parser(
+        "verify-ate",
+        "Run pi0 on a reference device and a device under test with the same observation and noise, and gate "
+        "end-effector ATE. Subcommands: run, compare, sweep, noise, fk (verify-ate SUBCOMMAND -h).",
+        devices,
+        model,
+        frame,
+        timing,
+        gate,
+        outputs,
+        trace,
+    ).parse_args(argv)
+    from verify.commands.one_shot import run_one_shot
+
+    source = model.parse(args)
+    robot, gate_config = gate.parse(args)
+    return run_one_shot(
+        devices.parse(args, timing.parse(args), source.num_inference_steps),
+        source,
+        frame.parse(args),
+        robot,
+        gate_config,
+        outputs.parse(args),
+        trace.parse(args),
+        quiet=args.quiet,
+    )
+
+
+def run(argv: list[str]) -> int:
+    device, model, frame, timing, robot = SingleDeviceArgs(), ModelArgs(), FrameArgs(), TimingArgs(), RobotArgs()
+    parser = _parser(
+        "verify-ate run",
+        "Run one side and save its trajectory artifact (two-machine workflow).",
+        device,
+        model,
+        frame,
+        timing,
+        robot,
+    )
+    parser.add_argument("--save", type=Path, required=True, help="artifact to write (.npz)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    args = parser.parse_args(argv)
+    from verify.commands.one_shot import run_one_side
+
+    source = model.parse(args)
+    side = device.parse(args, timing.parse(args), source.num_inference_steps)
+    return run_one_side(side, source, frame.parse(args), robot.parse(args), args.save, quiet=args.quiet)
+
+
+def sweep(argv: list[str]) -> int:
+    devices, model, selection, timing = (
+        DeviceArgs(),
+        ModelArgs(),
+        SweepArgs(),
+        TimingArgs("timed calls of the first batch per device"),
+    )
+    gate, outputs, trace = GateArgs(), OutputArgs(demo_out=DEMO_OUT / "sweep"), TraceArgs()
+    args = _parser(
+        "verify-ate sweep",
+        "Compare pi0 on two devices over many dataset frames and noise seeds (batched; runs under torchrun too).",
+        devices,
+        model,
+        selection,
+        timing,
+        gate,
+        outputs,
+        trace,
+    ).parse_args(argv)
+    from verify.commands.sweep import run_sweep_command
+
+    source = model.parse(args)
+    sides = devices.parse(args, timing.parse(args), source.num_inference_steps)
+    robot, gate_config = gate.parse(args)
+    chosen, report = selection.parse(args)
+    return run_sweep_command(
+        sides, source, chosen, robot, gate_config, outputs.parse(args), trace.parse(args), report, quiet=args.quiet
+    )
+
+
+def compare(argv: list[str]) -> int:
+    gate, outputs = GateArgs(), OutputArgs()
+    parser = _parser("verify-ate compare", "Gate two trajectory artifacts made anywhere.", gate, outputs)
+    parser.add_argument("reference", type=Path, help="REF artifact (.npz, or bare .npy with --units)")
+    parser.add_argument("under_test", type=Path, help="DUT artifact (.npz, or bare .npy with --units)")
+    parser.add_argument("--units", choices=("deg", "rad"), help="units of bare .npy inputs")
+    parser.add_argument("--force", action="store_true", help="compare even if noise or observation hashes differ")
+    args = parser.parse_args(argv)
+    from verify.commands.tools import compare_artifacts
+
+    robot, gate_config = gate.parse(args)
+    return compare_artifacts(
+        args.reference, args.under_test, args.units, robot, gate_config, outputs.parse(args), args.force
+    )
+
+
+def noise(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="verify-ate noise", description="Fixed-noise files.")
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
+    make = sub.add_parser("make", help="draw seeded Gaussian noise into a safetensors file")
+    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--shape", type=shape, default=(1, 50, 32), help="B,T,D (default 1,50,32: pi0)")
+    make.add_argument("--out", type=Path, required=True)
+    show = sub.add_parser("show", help="shape, dtype, seed, sha256, mean/std, finiteness")
+    show.add_argument("file", type=Path)
+    imported = sub.add_parser("import", help="wrap a .npy or .pt array as a noise file")
+    imported.add_argument("source", type=Path)
+    imported.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from verify.commands.tools import import_noise_file, make_noise_file, show_noise_file
+
+    if args.action == "make":
+        return make_noise_file(args.seed, args.shape, args.out)
+    if args.action == "show":
+        return show_noise_file(args.file)
+    return import_noise_file(args.source, args.out)
+
+
+def fk(argv: list[str]) -> int:
+    robot = RobotArgs()
+    parser = _parser("verify-ate fk", "End-effector poses of a joint log or of a recorded episode.", robot)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="CSV with one column per joint (dataset units)")
+    source.add_argument("--dataset", type=Path, help="a local LeRobot dataset: use the recorded joints of --episode")
+    parser.add_argument("--episode", type=int, default=0, help="episode of --dataset (default 0)")
+    parser.add_argument(
+        "--key", default="observation.state", help="joint vector of --dataset to use (default observation.state)"
+    )
+    parser.add_argument("--output", type=Path, help="CSV of x,y,z (m) and qw,qx,qy,qz")
+    parser.add_argument(
+        "--units", choices=("deg", "rad"), help="joint units of the input (default: the robot's dataset units)"
+    )
+    parser.add_argument("--frame", choices=("tcp", "flange"), default="tcp")
+    parser.add_argument("--plot", type=Path, help="PNG of the end-effector path in 3D above the table plane")
+    args = parser.parse_args(argv)
+    from verify.commands.tools import forward_kinematics_tool
+
+    return forward_kinematics_tool(
+        robot.parse(args),
+        input_csv=args.input,
+        dataset=args.dataset,
+        episode=args.episode,
+        key=args.key,
+        output=args.output,
+        units=args.units,
+        frame=args.frame,
+        plot=args.plot,
+    )
+
+
+SUBCOMMANDS = {"run": run, "compare": compare, "sweep": sweep, "noise": noise, "fk": fk}

@@ -1,0 +1,1 @@
+"""What each command does, given typed options (the command line only parses them): run models, judge, publish."""

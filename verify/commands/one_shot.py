@@ -1,0 +1,90 @@
+"""The model-running commands on one frame: both sides on this host (the one-shot form), or one side (`run`)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from kinematics import RobotModel
+from verify.compare.artifact import save_artifact
+from verify.compare.comparator import compare
+from verify.compare.gate import GateConfig
+from verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
+from verify.progress import Progress
+from verify.publish import OutputPaths, publish
+from verify.run.inputs import DEMO_NOTE, ModelSource, prepare_inputs
+from verify.run.sides import SideConfig, run_side
+from verify.run.trace import TraceRequest, trace_one_frame
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """The one observation and noise of a one-frame run."""
+
+    episode: int = 0
+    frame: int = 0
+    noise: Path | None = None  # a fixed-noise file; None: seed 0 of the policy's shape, made once and shared
+
+
+def run_one_shot(
+    sides: tuple[SideConfig, SideConfig],
+    source: ModelSource,
+    selection: FrameSelection,
+    robot: RobotModel,
+    gate: GateConfig,
+    outputs: OutputPaths,
+    trace: TraceRequest,
+    quiet: bool = False,
+) -> int:
+    """Reference then device under test on the same inputs, compared and published; returns the exit code."""
+    from verify.model.devices import resolve_device
+
+    for side in sides:  # exit 3 before anything is loaded or written
+        resolve_device(side.device)
+    if source.demo:
+        print(DEMO_NOTE, file=sys.stderr)
+    reference_side, under_test_side = sides
+    steps_per_side = 3 if reference_side.iters > 0 else 2
+    verdict = io.StringIO()  # printed after the progress display has closed
+    with Progress(total=(2 if source.demo else 1) + 2 * steps_per_side + 2, quiet=quiet) as progress:
+        inputs = prepare_inputs(source, robot, selection.episode, selection.frame, selection.noise, progress)
+        reference, noise = run_side(reference_side, inputs, progress)
+        if inputs.noise is None:  # the default draw is made once and shared, never redrawn
+            inputs = replace(inputs, noise=noise)
+        under_test, _ = run_side(under_test_side, inputs, progress)
+        progress.step("comparing")
+        result = compare(reference, under_test, robot, gate)
+        traced = None
+        if trace.wanted(result.passed):
+            name = f"episode {selection.episode} frame {selection.frame}"
+            traced = trace_one_frame(trace, sides, inputs, noise, result, name, progress)
+        progress.step("writing the report" if outputs.out_dir else "writing results")
+        publish(result, outputs, trace=traced, save_artifacts=True, noise=noise, stream=verdict)
+    print(verdict.getvalue(), end="")
+    return EXIT_PASS if result.passed else EXIT_GATE_FAILED
+
+
+def run_one_side(
+    side: SideConfig, source: ModelSource, selection: FrameSelection, robot: RobotModel, save: Path, quiet: bool = False
+) -> int:
+    """One side only, saved as a trajectory artifact (the two-machine workflow); returns the exit code."""
+    from verify.model.devices import resolve_device
+
+    if save.suffix != ".npz":
+        raise InputError(f"{save}: --save writes a .npz trajectory artifact")
+    resolve_device(side.device)
+    if source.demo:
+        print(DEMO_NOTE, file=sys.stderr)
+    with Progress(total=(2 if source.demo else 1) + (3 if side.iters > 0 else 2), quiet=quiet) as progress:
+        inputs = prepare_inputs(source, robot, selection.episode, selection.frame, selection.noise, progress)
+        artifact, noise = run_side(side, inputs, progress)
+    save_artifact(artifact, save)
+    latency = artifact.meta.get("latency_ms") or {}
+    timing = f", latency median {latency['median_ms']:.1f} ms p90 {latency['p90_ms']:.1f} ms" if latency else ""
+    print(
+        f"wrote {save}: actions {list(artifact.actions.shape)} on {side.label}{timing}; noise sha256 "
+        f"{noise.sha256[:12]}..."
+    )
+    return EXIT_PASS

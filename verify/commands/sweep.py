@@ -1,0 +1,156 @@
+"""`sweep` end to end: plan, both passes (under torchrun, over every rank), compare, trace, publish.
+
+Exit codes as the one-shot form; under torchrun every rank returns the same code and only rank 0
+prints the verdict and writes files.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+
+from kinematics import RobotModel
+from verify.compare.gate import GateConfig
+from verify.errors import EXIT_GATE_FAILED, EXIT_PASS
+from verify.progress import Progress
+from verify.publish import OutputPaths, publish
+from verify.run.inputs import DEMO_NOTE, ModelSource
+from verify.run.plan import SweepSelection, plan_sweep
+from verify.run.sides import SideConfig, check_action_names
+from verify.run.sweep import SweepRequest, run_sweep, trace_worst_unit
+from verify.run.trace import TraceRequest
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """How a sweep is judged and reported beyond the pooled gate."""
+
+    frame_stat: str | None = None  # also gate every frame on its own statistic
+    worst_frames: int = 3  # worst frames plotted
+
+
+def run_sweep_command(
+    sides: tuple[SideConfig, SideConfig],
+    source: ModelSource,
+    selection: SweepSelection,
+    robot: RobotModel,
+    gate: GateConfig,
+    outputs: OutputPaths,
+    trace: TraceRequest,
+    report: SweepReport,
+    quiet: bool = False,
+) -> int:
+    """The whole sweep on this rank (or alone); returns the exit code every rank agrees on."""
+    from verify.run.distributed import start_group
+
+    group = start_group([side.device for side in sides])
+    try:
+        group.agree(group.startup_error)
+        return _sweep(sides, source, selection, robot, gate, outputs, trace, report, quiet, group)
+    finally:
+        group.close()
+
+
+def _sweep(sides, source, selection, robot, gate, outputs, trace, report, quiet, group) -> int:
+    quiet = quiet or not group.is_main
+    verdict = io.StringIO()  # printed after the progress display has closed
+    with Progress(total=None, quiet=quiet) as progress:
+        request = None
+        # Rank 0 prepares first (the demo writes its dataset and checkpoint once), then the others.
+        for turn in (True,) if not group.distributed else (True, False):
+            error = None
+            if group.is_main == turn:
+                try:
+                    request = prepare_sweep(sides, source, selection, robot, gate, report.frame_stat, group, progress)
+                except Exception as caught:  # agreed on below, re-raised on this rank
+                    error = caught
+            group.agree(error)
+        assert request is not None
+        progress.total = (2 if source.demo else 1) + _side_steps(request, group) * 2 + 2  # + comparing, writing
+        outcome = run_sweep(request, group, progress)
+        code, error = EXIT_PASS, None
+        if group.is_main:
+            try:
+                traced = trace_worst_unit(request, outcome, trace, progress) if trace.wanted(outcome.passed) else None
+                progress.step("writing the report")
+                publish(
+                    outcome.result,
+                    outputs,
+                    sweep=outcome,
+                    worst_count=report.worst_frames,
+                    save_artifacts=True,
+                    trace=traced,
+                    stream=verdict,
+                )
+                code = EXIT_PASS if outcome.passed else EXIT_GATE_FAILED
+            except Exception as caught:  # agreed on by every rank
+                error = caught
+        group.agree(error)
+        code = group.broadcast_int(code)
+    print(verdict.getvalue(), end="")
+    return code
+
+
+def _side_steps(request: SweepRequest, group) -> int:
+    from verify.run.distributed import batches_of_rank
+
+    mine = len(batches_of_rank(len(request.plan.batches), group.rank, group.world_size))
+    timed = request.sides[0].iters > 0 and group.is_main
+    return 1 + mine + (1 if timed else 0)
+
+
+def prepare_sweep(
+    sides,
+    source: ModelSource,
+    selection: SweepSelection,
+    robot: RobotModel,
+    gate: GateConfig,
+    frame_stat: str | None,
+    group,
+    progress,
+) -> SweepRequest:
+    """Everything both passes share, checked before any model loads (exit 2/3 early)."""
+    from verify.data.observation import load_frames
+    from verify.model.checkpoint import checkpoint_sha256
+    from verify.model.devices import resolve_device
+    from verify.run.distributed import rank_device
+
+    for side in sides:
+        resolve_device(rank_device(side.device, group.local_rank, group.world_size))
+    noise = selection.noise_source()
+    if source.demo and group.is_main:
+        print(DEMO_NOTE, file=sys.stderr)
+    dataset = source.dataset_folder(progress)
+    if not source.demo:
+        progress.step(f"planning the sweep over {dataset}")
+    plan = plan_sweep(
+        dataset,
+        None if selection.episodes is None else list(selection.episodes),
+        selection.frame_range,
+        noise.seeds,
+        selection.batch_size,
+    )
+    probe = load_frames(dataset, plan.units[0].episode, [plan.units[0].frame])
+    checkpoint = source.checkpoint_folder(probe.stats, progress)
+    check_action_names(probe.features, str(probe.description["dataset"]), robot)
+    if group.is_main:
+        for note in plan.notes:
+            print(f"note: {note}", file=sys.stderr)
+    info = {
+        key: probe.description.get(key)
+        for key in ("dataset", "repo_id", "codebase_version", "robot_type", "fps", "task")
+    }
+    return SweepRequest(
+        checkpoint,
+        plan,
+        checkpoint_sha256(checkpoint),
+        sides,
+        noise,
+        robot,
+        gate,
+        probe.stats,
+        info,
+        frame_stat,
+        source.extra_meta,
+    )

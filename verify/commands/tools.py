@@ -1,0 +1,105 @@
+"""The commands that need no model: `compare` two artifacts, `noise` files, `fk` of a joint log.
+
+None of them imports torch or lerobot (a CI gate job installs neither).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kinematics import RobotModel
+from verify.compare.gate import GateConfig
+from verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
+from verify.publish import OutputPaths, publish
+
+
+def compare_artifacts(
+    reference: Path,
+    under_test: Path,
+    units: str | None,
+    robot: RobotModel,
+    gate: GateConfig,
+    outputs: OutputPaths,
+    force: bool = False,
+) -> int:
+    """Gate two trajectory artifacts (or bare .npy arrays in `units`); returns the exit code."""
+    from verify.compare.artifact import load_artifact
+    from verify.compare.comparator import compare
+
+    reference_artifact = load_artifact(reference, units, robot.name, robot.dataset_joint_names)
+    under_test_artifact = load_artifact(under_test, units, robot.name, robot.dataset_joint_names)
+    result = compare(reference_artifact, under_test_artifact, robot, gate, force=force)
+    publish(result, outputs)
+    return EXIT_PASS if result.passed else EXIT_GATE_FAILED
+
+
+def make_noise_file(seed: int, shape: tuple[int, ...], out: Path) -> int:
+    from noise import make_noise, save_noise
+
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    noise = make_noise(seed, shape)
+    save_noise(noise, out)
+    print(f"wrote {out}: shape {list(noise.shape)} seed {noise.seed} sha256 {noise.sha256}")
+    return EXIT_PASS
+
+
+def show_noise_file(path: Path) -> int:
+    from noise import load_noise
+
+    print(json.dumps(load_noise(path).summary(), indent=2))
+    return EXIT_PASS
+
+
+def import_noise_file(source: Path, out: Path) -> int:
+    from noise import import_noise, save_noise
+
+    noise = import_noise(source)
+    save_noise(noise, out)
+    print(f"wrote {out}: shape {list(noise.shape)} from {source} sha256 {noise.sha256}")
+    return EXIT_PASS
+
+
+def forward_kinematics_tool(
+    robot: RobotModel,
+    *,
+    input_csv: Path | None = None,
+    dataset: Path | None = None,
+    episode: int = 0,
+    key: str = "observation.state",
+    output: Path | None = None,
+    units: str | None = None,
+    frame: str = "tcp",
+    plot: Path | None = None,
+) -> int:
+    """End-effector poses of a joint CSV or of a recorded episode, as a pose CSV and/or a 3D path plot."""
+    from kinematics import dataset_forward_kinematics
+    from verify.data.joint_csv import read_joint_csv, write_pose_csv
+
+    if output is None and plot is None:
+        raise InputError("fk: give --output CSV and/or --plot PNG")
+    if dataset is not None:
+        from verify.data.observation import episode_joint_path
+
+        joints = episode_joint_path(dataset, episode, key=key)
+        if joints.shape[-1] != len(robot.dataset_joint_names):
+            raise InputError(
+                f"{dataset}: {key!r} holds {joints.shape[-1]} values, robot {robot.name} has "
+                f"{len(robot.dataset_joint_names)}"
+            )
+        source_name = f"{dataset.name} episode {episode}"
+    else:
+        assert input_csv is not None
+        joints = read_joint_csv(input_csv, robot)
+        source_name = input_csv.name
+    poses = dataset_forward_kinematics(robot, joints, units=units, frame=frame)
+    if output is not None:
+        write_pose_csv(poses, output)
+        print(f"wrote {output}: {len(joints)} poses ({frame}, robot {robot.name})")
+    if plot is not None:
+        from reports.plots import plot_end_effector_path
+
+        plot_end_effector_path({"path": poses.position}, plot, title=f"{source_name}: {robot.name} {frame} path")
+        print(f"wrote {plot}")
+    return EXIT_PASS

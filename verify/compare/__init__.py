@@ -1,0 +1,1 @@
+"""Judging two trajectories: artifacts on disk, ATE metrics, the gate, the comparator. No torch here."""

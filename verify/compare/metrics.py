@@ -1,0 +1,118 @@
+"""Absolute trajectory error between two pose sequences in one base frame (no alignment).
+
+Modelled on evo's APE: per-step error series, statistics computed one way in one place.
+Position error: ||p_ref - p_dut||_2 (m). Orientation error: geodesic angle of R_ref^T R_dut (rad).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from kinematics import Poses
+from kinematics.rotations import geodesic_angle
+
+# The one table of statistic names (in report order) and of error-series units.
+STATISTICS = ("rmse", "mean", "median", "std", "min", "max", "p95")
+GATEABLE_STATISTICS = ("rmse", "mean", "median", "max", "p95")
+SERIES_UNITS = {"position": "m", "orientation": "rad"}
+
+
+def statistic(errors: np.ndarray, name: str, axis: int | None = None) -> np.ndarray | float:
+    """One named statistic of an error series, over all values (axis None) or along `axis`.
+
+    errors: [...] per-step errors. Returns a float (axis None) or an array without `axis`.
+    A series (or a row along `axis`) holding any non-finite value gives NaN, so that nothing
+    computed from a broken run can look like a pass.
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    if axis is None:
+        e = e.ravel()
+        axis = 0
+    if e.shape[axis] == 0:
+        raise ValueError("no errors to summarise")
+    if name == "rmse":
+        values = np.sqrt(np.mean(e * e, axis=axis))
+    elif name == "mean":
+        values = np.mean(e, axis=axis)
+    elif name == "median":
+        values = np.median(e, axis=axis)
+    elif name == "std":
+        values = np.std(e, axis=axis)
+    elif name == "min":
+        values = np.min(e, axis=axis)
+    elif name == "max":
+        values = np.max(e, axis=axis)
+    elif name == "p95":
+        values = np.percentile(e, 95, axis=axis)
+    else:
+        raise ValueError(f"unknown statistic {name!r} (one of {', '.join(STATISTICS)})")
+    values = np.where(np.all(np.isfinite(e), axis=axis), values, np.nan)
+    return float(values) if values.ndim == 0 else values
+
+
+@dataclass(frozen=True)
+class ErrorStatistics:
+    rmse: float
+    mean: float
+    median: float
+    std: float
+    min: float
+    max: float
+    p95: float
+
+    @classmethod
+    def of(cls, errors: np.ndarray) -> ErrorStatistics:
+        """Statistics of a whole error series [...] (every value pooled); NaN throughout if any is non-finite."""
+        return cls(*(float(statistic(errors, name)) for name in STATISTICS))
+
+    def get(self, name: str) -> float:
+        if name not in STATISTICS:
+            raise ValueError(f"unknown statistic {name!r} (one of {', '.join(STATISTICS)})")
+        return getattr(self, name)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def position_errors(reference: Poses, under_test: Poses) -> np.ndarray:
+    """Per-step translation error [...] in metres, for poses of any leading shape [...]."""
+    difference = np.asarray(reference.position, dtype=np.float64) - np.asarray(under_test.position, dtype=np.float64)
+    return np.sqrt(np.einsum("...i,...i->...", difference, difference))
+
+
+def orientation_errors(reference: Poses, under_test: Poses) -> np.ndarray:
+    """Per-step geodesic rotation error [...] in radians, in [0, pi]."""
+    return geodesic_angle(reference.rotation, under_test.rotation)
+
+
+@dataclass(frozen=True)
+class AbsoluteTrajectoryError:
+    """One error series (per step, any leading shape) and its statistics."""
+
+    name: str  # "position" or "orientation"
+    unit: str  # "m" or "rad"
+    errors: np.ndarray
+    statistics: ErrorStatistics
+
+    @classmethod
+    def position(cls, reference: Poses, under_test: Poses) -> AbsoluteTrajectoryError:
+        errors = position_errors(reference, under_test)
+        return cls("position", SERIES_UNITS["position"], errors, ErrorStatistics.of(errors))
+
+    @classmethod
+    def orientation(cls, reference: Poses, under_test: Poses) -> AbsoluteTrajectoryError:
+        errors = orientation_errors(reference, under_test)
+        return cls("orientation", SERIES_UNITS["orientation"], errors, ErrorStatistics.of(errors))
+
+
+def joint_max_abs_errors(
+    reference_actions: np.ndarray, dut_actions: np.ndarray, joint_names: Sequence[str]
+) -> dict[str, float]:
+    """Largest absolute difference per joint, in the actions' own units (NaN if any is non-finite)."""
+    difference = np.abs(np.asarray(reference_actions, np.float64) - np.asarray(dut_actions, np.float64))
+    flat = difference.reshape(-1, difference.shape[-1])
+    worst = np.where(np.all(np.isfinite(flat), axis=0), np.max(flat, axis=0, initial=0.0), np.nan)
+    return {name: float(value) for name, value in zip(joint_names, worst, strict=True)}

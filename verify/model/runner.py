@@ -1,0 +1,224 @@
+"""Run lerobot's pi0 (PI0Policy, lerobot 0.6.1) from a local checkpoint folder on one torch device.
+
+Everything model-side is lerobot's own code: `PI0Policy.from_pretrained` with a config override
+(precision `PI0Config.dtype` and `device` are set before the model is built, as lerobot's
+make_policy does), lerobot's saved pre/post-processor pipelines, `predict_action_chunk(noise=...)`.
+The harness adds: batching dataset frames, feeding the same fixed noise, checks that the weights
+really loaded (lerobot's loader only prints a warning and keeps random weights when they do not),
+and timing.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from noise import FixedNoise, NoiseFileError, check_noise_shape, load_noise
+from verify.errors import InputError
+from verify.model.checkpoint import (
+    WEIGHTS_FILE,
+    check_checkpoint_folder,
+    legacy_normalization_stats,
+    load_checkpoint_tokenizer,
+    load_pi0_config,
+    load_policy,
+)
+from verify.model.devices import DeviceTimer, empty_cache, synchronize
+from verify.model.processors import STATE_KEY, checkpoint_processors
+
+DTYPES = ("float32", "bfloat16")
+
+
+class Pi0Runner:
+    """One pi0 policy on one device. Load, predict on dataset frames with fixed noise, time, release.
+
+    checkpoint_dir: a lerobot pi0 checkpoint folder (config.json, model.safetensors, a tokenizer,
+        usually policy_pre/postprocessor.json + their statistics).
+    device: a torch device string ("cpu", "cuda", "cuda:1", "npu:0"); the caller checks availability.
+    dtype: "float32" or "bfloat16", lerobot's PI0Config.dtype.
+    dataset_stats: used only when the checkpoint has no saved processors (or legacy buffers).
+    num_inference_steps: optional override of the config's Euler step count.
+    """
+
+    def __init__(
+        self,
+        checkpoint_dir: str | Path,
+        device: str = "cpu",
+        dtype: str = "float32",
+        dataset_stats: dict | None = None,
+        num_inference_steps: int | None = None,
+    ):
+        import torch
+
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        if dtype not in DTYPES:
+            raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        folder = self.checkpoint_dir
+        check_checkpoint_folder(folder)
+        self.tokenizer = load_checkpoint_tokenizer(folder)
+        overrides = [f"--dtype={dtype}"]
+        if num_inference_steps is not None:
+            overrides.append(f"--num_inference_steps={int(num_inference_steps)}")
+        config = load_pi0_config(folder, overrides)
+        # lerobot's config validation only knows cuda/mps/xpu/cpu (it rejects "npu"), so the device
+        # is set on the parsed config, still before the model is built.
+        config.device = str(self.device)
+
+        legacy_stats = legacy_normalization_stats(folder / WEIGHTS_FILE)
+        self.policy = load_policy(folder, config, strict=not legacy_stats)
+        self.config = self.policy.config
+        self.preprocessor, self.postprocessor, self.processor_source = checkpoint_processors(
+            folder, self.config, self.tokenizer, self.device, legacy_stats or dataset_stats
+        )
+
+    # ------------------------------------------------------------ facts
+
+    @property
+    def expected_noise_shape(self) -> tuple[int, int, int]:
+        return (1, int(self.config.chunk_size), int(self.config.max_action_dim))
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.config.output_features["action"].shape[0])
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return list(self.config.image_features)
+
+    # ------------------------------------------------------------ inference
+
+    def predict(self, frames: list[dict], noise) -> np.ndarray:
+        """Actions [N, chunk_size, action_dim] float32 in dataset units for N dataset frames.
+
+        frames: LeRobotDataset items (camera images float [3, H, W] in [0, 1], observation.state,
+            task). All N go through the preprocessor and the model as ONE batch.
+        noise: a FixedNoise, an array/tensor, or a noise file path. Shape [1, T, D] is repeated to
+            [N, T, D] (every frame receives the same values); [N, T, D] gives frame i its own row.
+            Any other shape is refused (NoiseFileError), never reshaped or redrawn.
+        """
+        batch = self._preprocess(frames)
+        actions = self._infer(batch, self.noise_tensor(noise, len(frames)))
+        return self._postprocess(actions)
+
+    def _preprocess(self, frames: list[dict]) -> dict:
+        if not hasattr(self, "policy"):
+            raise RuntimeError(f"{self.checkpoint_dir}: this runner was released; load the checkpoint again")
+        return self.preprocessor(stack_frames(frames, self.camera_keys))
+
+    def noise_tensor(self, noise, batch_size: int):
+        import torch
+
+        source = "noise"
+        if isinstance(noise, (str, Path)):
+            source = str(noise)
+            noise = load_noise(noise)
+        if isinstance(noise, FixedNoise):
+            values = torch.from_numpy(noise.values.copy())
+        elif isinstance(noise, torch.Tensor):
+            values = noise.detach().to("cpu")
+        else:
+            values = torch.from_numpy(np.array(noise, copy=True))
+        _, chunk, width = self.expected_noise_shape
+        check_noise_shape(tuple(values.shape), self.expected_noise_shape, source, batch_size=batch_size)
+        if values.dtype != torch.float32:
+            raise NoiseFileError(f"{source}: noise dtype is {values.dtype}, expected float32")
+        values = values.to(self.device)
+        # Same values for every frame: expand (a view), then materialise so kernels see plain memory.
+        return values.expand(batch_size, chunk, width).contiguous()
+
+    def _infer(self, batch: dict, noise):
+        return self.policy.predict_action_chunk(batch, noise=noise)
+
+    def _postprocess(self, actions) -> np.ndarray:
+        actions = self.postprocessor(actions)
+        return actions[..., : self.action_dim].detach().float().cpu().numpy()
+
+    # ------------------------------------------------------------ timing
+
+    def measure_latency(self, frames: list[dict], noise, warmup: int = 1, iters: int = 5) -> dict:
+        """Median and p90 (ms) of the full predict and of its parts, device synchronised around each.
+
+        median_ms/p90_ms: the whole predict (stacking + preprocessor + model + postprocessor).
+        model_*: `predict_action_chunk` alone (device events where the device has them);
+        preprocess_*/postprocess_*: the harness and lerobot's processors around it.
+        """
+        if iters < 1 or warmup < 0:
+            raise InputError(f"need iters >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}")
+        noise_tensor = self.noise_tensor(noise, len(frames))
+        timer = DeviceTimer(self.device)
+        totals, models, pres, posts = [], [], [], []
+        for index in range(warmup + iters):
+            synchronize(self.device)
+            start = time.perf_counter()
+            batch = self._preprocess(frames)
+            synchronize(self.device)
+            after_pre = time.perf_counter()
+            with timer.measure() as model_ms:
+                actions = self._infer(batch, noise_tensor)
+            after_model = time.perf_counter()
+            self._postprocess(actions)
+            synchronize(self.device)
+            end = time.perf_counter()
+            if index >= warmup:
+                totals.append((end - start) * 1e3)
+                models.append(model_ms())
+                pres.append((after_pre - start) * 1e3)
+                posts.append((end - after_model) * 1e3)
+        result = {"iters": iters, "warmup": warmup, "batch_size": len(frames), "timer": timer.kind}
+        for name, values in (("", totals), ("model_", models), ("preprocess_", pres), ("postprocess_", posts)):
+            result[f"{name}median_ms"] = float(statistics.median(values))
+            result[f"{name}p90_ms"] = float(np.percentile(values, 90))
+        return result
+
+    # ------------------------------------------------------------ lifetime
+
+    def release(self) -> None:
+        """Drop the model and processors and return device memory (so two runners never overlap)."""
+        for name in ("policy", "preprocessor", "postprocessor"):
+            if hasattr(self, name):
+                delattr(self, name)
+        gc.collect()
+        empty_cache(self.device)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ---------------------------------------------------------------- frames
+
+
+def stack_frames(frames: list[dict], camera_keys: list[str]) -> dict:
+    """N dataset items -> one batch dict: cameras [N, 3, H, W], state [N, S], task list of N strings."""
+    import torch
+
+    if not frames:
+        raise InputError("no frames to run the policy on")
+    batch = {}
+    for key in [*camera_keys, STATE_KEY]:
+        missing = [index for index, frame in enumerate(frames) if key not in frame]
+        if missing:
+            raise InputError(
+                f"frame {missing[0]} has no {key!r} (the checkpoint expects it; frame has: "
+                f"{', '.join(sorted(frames[missing[0]]))})"
+            )
+        values = [torch.as_tensor(frame[key]).to(torch.float32) for frame in frames]
+        shapes = {tuple(value.shape) for value in values}
+        if len(shapes) != 1:
+            raise InputError(f"{key!r} has different shapes across frames: {sorted(shapes)}")
+        if key != STATE_KEY and (values[0].ndim != 3 or values[0].shape[0] != 3):
+            raise InputError(f"{key!r} must be a [3, H, W] image, got {list(values[0].shape)}")
+        batch[key] = torch.stack(values)
+    tasks = [frame.get("task") for frame in frames]
+    if not all(isinstance(task, str) for task in tasks):
+        raise InputError("every frame needs a 'task' string (the language instruction pi0 is prompted with)")
+    batch["task"] = tasks
+    return batch

@@ -1,0 +1,240 @@
+"""Where results go: the verdict on stdout, the report folder and the CI files, each written once, atomically.
+
+`publish` is the one way out for every command that judges (the one-shot form, `compare`, `sweep`):
+it builds the JSON summary (plus the sweep and trace parts when there are any), prints the verdict,
+and writes each requested file exactly once, index.html last, so a page that exists has its plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+import numpy as np
+
+from noise import FixedNoise, save_noise
+from reports.atomic import atomic_path, write_text
+from reports.data import ReportArrays, SweepArrays, WorstFrame
+from reports.summary_files import write_json, write_junit, write_markdown
+from verify.compare.artifact import save_artifact
+from verify.compare.comparator import ComparisonResult
+from verify.compare.metrics import STATISTICS
+
+if TYPE_CHECKING:
+    from verify.run.sweep import FrameTable, SweepOutcome
+    from verify.run.trace import TraceResult
+
+ROWS_CSV = "frames.csv"
+ROWS_PARQUET = "frames.parquet"
+TRACE_JSON = "trace.json"
+# The standard per-step plots of a sweep draw at most this many chunks, worst first.
+MAX_PLOTTED_CHUNKS = 64
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where the user asked for results: a report folder, a JSON summary, a JUnit file (each optional)."""
+
+    out_dir: Path | None = None
+    json_path: Path | None = None
+    junit_path: Path | None = None
+
+
+def publish(
+    result: ComparisonResult,
+    outputs: OutputPaths,
+    *,
+    sweep: SweepOutcome | None = None,
+    worst_count: int = 3,
+    trace: TraceResult | None = None,
+    save_artifacts: bool = False,
+    noise: FixedNoise | None = None,
+    stream: TextIO | None = None,
+) -> dict:
+    """Print the verdict and write every requested file once; returns the JSON summary.
+
+    result: the comparison (for a sweep, `sweep.result`). sweep: adds the sweep section, frames.csv
+    and frames.parquet. trace: adds trace.json and the trace section. save_artifacts: ref.npz and
+    dut.npz in the report folder, to re-compare (the commands that ran the model); noise: saved
+    beside them, to re-run. worst_count: worst frames listed and plotted for a sweep.
+    """
+    stream = stream or sys.stdout
+    summary = sweep.summary(max(worst_count, 1)) if sweep is not None else result.summary()
+    if trace is not None:
+        summary["trace"] = trace.summary(full=False)
+        if outputs.out_dir is not None:
+            summary["trace"]["file"] = TRACE_JSON
+    for line in verdict_lines(summary, trace, sweep is not None):
+        print(line, file=stream)
+    if outputs.out_dir is not None:
+        page = _write_report_folder(
+            Path(outputs.out_dir), summary, result, sweep, worst_count, trace, save_artifacts, noise
+        )
+        print(f"report: {page}", file=stream)
+    if outputs.json_path is not None:
+        write_json(summary, outputs.json_path)
+    if outputs.junit_path is not None:
+        write_junit(summary, outputs.junit_path)
+    return summary
+
+
+def _write_report_folder(
+    out_dir: Path, summary: dict, result: ComparisonResult, sweep, worst_count: int, trace, save_artifacts: bool, noise
+) -> Path:
+    """summary.json/md, junit.xml, the artifacts (and rows, trace.json), then the plots, index.html last."""
+    from reports.html import render_report  # matplotlib is imported only when a report is asked for
+
+    write_json(summary, out_dir / "summary.json")
+    write_markdown(summary, out_dir / "summary.md", STATISTICS)
+    write_junit(summary, out_dir / "junit.xml")
+    if save_artifacts:
+        save_artifact(result.reference, out_dir / "ref.npz")
+        save_artifact(result.under_test, out_dir / "dut.npz")
+    if noise is not None:
+        save_noise(noise, out_dir / "noise.safetensors")
+    if sweep is not None:
+        write_rows(sweep.table, out_dir / ROWS_CSV, out_dir / ROWS_PARQUET)
+    trace_document = trace.summary() if trace is not None else None
+    if trace_document is not None:
+        write_json(trace_document, out_dir / TRACE_JSON)
+    sweep_arrays = sweep_report_data(sweep, worst_count) if sweep is not None else None
+    return render_report(out_dir, summary, report_arrays(result), STATISTICS, sweep=sweep_arrays, trace=trace_document)
+
+
+def verdict_lines(summary: dict, trace: TraceResult | None = None, is_sweep: bool = False) -> list[str]:
+    """The verdict as printed on stdout: one headline, one line per gate check, then sweep and trace lines."""
+    ref, dut = summary["ref"], summary["dut"]
+    lines = [
+        f"{'PASS' if summary['pass'] else 'FAIL'}  {ref.get('device')} ({ref.get('dtype')}) vs {dut.get('device')} "
+        f"({dut.get('dtype')}), robot {summary['robot']}, {summary['n_steps']} steps",
+    ]
+    for check in summary["checks"]:
+        lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']}")
+    if is_sweep:
+        lines.append(_sweep_line(summary["sweep"]))
+    if trace is not None:
+        where = f" ({trace.unit['name'] if trace.unit else 'frame'})" if is_sweep else ""
+        lines.append(f"  trace{where}: {trace.headline()}")
+    return lines
+
+
+def _sweep_line(sweep: dict) -> str:
+    # The plan's notes (clipping) went to stderr when the sweep started, and are in the JSON.
+    n_seeds = 0 if sweep["seeds"] is None else len(sweep["seeds"])
+    seeds = " with one fixed noise" if not n_seeds else f" x {n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    return (
+        f"  sweep: {sweep['n_frames']} frames{seeds} = {sweep['n_units']} chunks in {sweep['n_batches']} batches of "
+        f"<= {sweep['batch_size']}, {sweep['world_size']} rank(s); {sweep['frames_failed']} chunk(s) fail on their own "
+        f"{sweep['unit_statistic']}"
+    )
+
+
+def report_arrays(result: ComparisonResult) -> ReportArrays:
+    """The plain arrays the HTML report plots; joints in degrees (what people read on a Koch arm)."""
+
+    def degrees(artifact) -> np.ndarray:
+        # compare() has already refused units other than deg/rad (the kinematics cannot read them).
+        actions = np.asarray(artifact.actions, dtype=np.float64)
+        return np.degrees(actions) if artifact.meta.get("units") == "rad" else actions
+
+    return ReportArrays(
+        reference_actions=degrees(result.reference),
+        under_test_actions=degrees(result.under_test),
+        joint_names=tuple(result.robot.dataset_joint_names),
+        joint_unit="deg",
+        reference_positions=np.asarray(result.reference_poses.position, dtype=np.float64),
+        under_test_positions=np.asarray(result.under_test_poses.position, dtype=np.float64),
+        position_errors=np.asarray(result.position.errors, dtype=np.float64),
+        orientation_errors=np.asarray(result.orientation.errors, dtype=np.float64),
+    )
+
+
+def sweep_report_data(outcome: SweepOutcome, worst_count: int) -> SweepArrays:
+    """The sweep's arrays for the report: the standard plots draw the worst chunks first."""
+    from verify.run.sweep import unit_name
+
+    full = report_arrays(outcome.result)
+    table = outcome.table
+    shown = table.worst(min(len(table.score), MAX_PLOTTED_CHUNKS))
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values)[shown]
+
+    standard = replace(
+        full,
+        reference_actions=pick(full.reference_actions),
+        under_test_actions=pick(full.under_test_actions),
+        reference_positions=pick(full.reference_positions),
+        under_test_positions=pick(full.under_test_positions),
+        position_errors=pick(full.position_errors),
+        orientation_errors=pick(full.orientation_errors),
+    )
+    worst = [
+        WorstFrame(
+            name=unit_name(outcome.plan, i),
+            episode=int(table.episode[i]),
+            frame=int(table.frame[i]),
+            seed=table.seed[i],
+            position_stat=float(table.position_stat[i]),
+            orientation_stat=float(table.orientation_stat[i]),
+            passed=bool(table.passed[i]),
+            reference_actions=full.reference_actions[i],
+            under_test_actions=full.under_test_actions[i],
+            position_errors=full.position_errors[i],
+            orientation_errors=full.orientation_errors[i],
+        )
+        for i in table.worst(max(worst_count, 1))
+    ]
+    return SweepArrays(
+        standard=standard,
+        shown_chunks=len(shown),
+        position_errors=full.position_errors,
+        orientation_errors=full.orientation_errors,
+        position_unit_stat=table.position_stat,
+        orientation_unit_stat=table.orientation_stat,
+        unit_statistic=table.statistic,
+        worst=worst,
+    )
+
+
+def write_rows(table: FrameTable, csv_path: Path | None = None, parquet_path: Path | None = None) -> None:
+    """The per-frame table as CSV and Parquet (each written atomically). Metres and radians."""
+    from verify.run.sweep import ROW_COLUMNS
+
+    rows = table.rows()
+    if csv_path is not None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=ROW_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    k: ("" if row[k] is None else (repr(row[k]) if isinstance(row[k], float) else row[k]))
+                    for k in ROW_COLUMNS
+                }
+            )
+        write_text(csv_path, buffer.getvalue())
+    if parquet_path is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        columns = {
+            "episode": pa.array(table.episode.astype(np.int64)),
+            "frame": pa.array(table.frame.astype(np.int64)),
+            "seed": pa.array(table.seed, type=pa.int64()),
+            "position_rmse": pa.array(table.position_rmse),
+            "position_max": pa.array(table.position_max),
+            "orientation_rmse": pa.array(table.orientation_rmse),
+            "orientation_max": pa.array(table.orientation_max),
+            "finite": pa.array(table.finite.astype(bool)),
+            "pass": pa.array(table.passed.astype(bool)),
+        }
+        arrow = pa.table(columns).replace_schema_metadata(
+            {"units": "position m, orientation rad", "statistic": table.statistic}
+        )
+        with atomic_path(parquet_path) as temporary:
+            pq.write_table(arrow, str(temporary))

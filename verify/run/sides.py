@@ -1,0 +1,175 @@
+"""One side of a comparison: one checkpoint on one device and dtype, fed a given observation and noise.
+
+Runners produce trajectory artifacts; the comparator (verify/compare/) judges two of them. Sides
+run one after the other and each releases its model before the next loads, so two models never
+sit in memory together when the reference and the device under test share a host.
+
+The checks every side makes of its inputs (action names and width) and the artifact meta every
+side writes live here, once, for the one-shot form and the sweep alike.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kinematics import RobotModel
+from noise import FixedNoise, check_noise_shape, make_noise
+from verify.compare.artifact import SCHEMA, TrajectoryArtifact
+from verify.errors import InputError
+
+if TYPE_CHECKING:  # the dataset reader needs pyarrow and the runner torch, which the model-free commands do without
+    from verify.data.observation import ObservationSet
+    from verify.model.runner import Pi0Runner
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class SideConfig:
+    """Everything one side of a comparison needs besides its inputs."""
+
+    device: str  # spec as the user wrote it: cpu, cuda:1, npu:0
+    dtype: str = "float32"
+    iters: int = 5  # latency samples (0: not measured)
+    warmup: int = 1
+    num_inference_steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.device} {self.dtype}"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What both sides share: the same checkpoint, observation bytes and noise values."""
+
+    checkpoint: Path
+    checkpoint_sha256: str  # hashed once per run, before any model is loaded
+    observations: ObservationSet
+    noise: FixedNoise | None  # None: seed 0 of the policy's own shape, made once and then shared
+    noise_source: str | None  # the noise file's path, for messages
+    robot: RobotModel
+    extra_meta: dict = field(default_factory=dict)
+
+
+def load_runner(side: SideConfig, checkpoint: Path, dataset_stats: dict | None, device: str | None = None) -> Pi0Runner:
+    """This side's pi0 on its device (or on `device`, a rank's own one); use it as a context to release it."""
+    from verify.model.devices import resolve_device
+    from verify.model.runner import Pi0Runner
+
+    return Pi0Runner(
+        checkpoint,
+        device=str(resolve_device(device or side.device)),
+        dtype=side.dtype,
+        dataset_stats=dataset_stats,
+        num_inference_steps=side.num_inference_steps,
+    )
+
+
+def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[TrajectoryArtifact, FixedNoise]:
+    """Load, predict, time, release. Returns the artifact and the noise it actually received."""
+    from verify.model.devices import device_description
+
+    step = progress.step if progress is not None else (lambda message: None)
+    step(f"loading pi0 on {side.label}")
+    with load_runner(side, inputs.checkpoint, inputs.observations.stats) as runner:
+        device = runner.device
+        noise = inputs.noise or make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
+        check_noise_shape(noise.shape, runner.expected_noise_shape, inputs.noise_source)
+        check_action_names(inputs.observations.features, str(inputs.observations.description["dataset"]), inputs.robot)
+        check_action_width(runner.action_dim, inputs.checkpoint, inputs.robot)
+        step(f"predicting on {side.label}")
+        actions = runner.predict(inputs.observations.frames, noise)
+        latency = None
+        if side.iters > 0:
+            step(f"timing {side.iters} calls on {side.label} after {side.warmup} warm-up")
+            latency = runner.measure_latency(inputs.observations.frames, noise, warmup=side.warmup, iters=side.iters)
+        meta = artifact_meta(
+            side,
+            inputs.robot,
+            runner_facts(runner, device_description(device)),
+            checkpoint=inputs.checkpoint,
+            checkpoint_sha256=inputs.checkpoint_sha256,
+            noise_sha256=noise.sha256,
+            noise_description={"seed": noise.seed, "generator": noise.generator, "shape": list(noise.shape)},
+            observation_sha256=inputs.observations.sha256,
+            observation_description=inputs.observations.description,
+            latency=latency,
+            extra=inputs.extra_meta,
+        )
+    return TrajectoryArtifact(actions, meta), noise
+
+
+def runner_facts(runner, device_info: dict) -> dict:
+    """What the provenance says about a loaded model: the device, its step count and processors."""
+    return {
+        "device_info": device_info,
+        "num_inference_steps": int(runner.config.num_inference_steps),
+        "processors": runner.processor_source,
+    }
+
+
+def artifact_meta(
+    side: SideConfig,
+    robot: RobotModel,
+    facts: dict,
+    *,
+    checkpoint: Path,
+    checkpoint_sha256: str,
+    noise_sha256: str,
+    noise_description: dict,
+    observation_sha256: str,
+    observation_description: dict,
+    latency: dict | None,
+    extra: dict,
+) -> dict:
+    """The one builder of a trajectory artifact's `meta` (the keys the file contract requires and more)."""
+    from verify.model.devices import runtime_versions
+
+    return {
+        "schema": SCHEMA,
+        "robot": robot.name,
+        "joint_names": list(robot.dataset_joint_names),
+        "units": robot.dataset_units,
+        "device": side.device,
+        "device_info": facts["device_info"],
+        "dtype": side.dtype,
+        "noise_sha256": noise_sha256,
+        "noise": noise_description,
+        "observation_sha256": observation_sha256,
+        "observation": observation_description,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
+        "num_inference_steps": facts["num_inference_steps"],
+        "processors": facts["processors"],
+        "versions": runtime_versions(),
+        "latency_ms": latency,
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["verify-ate", *sys.argv[1:]]),
+        **extra,
+    }
+
+
+def check_action_names(features: dict, dataset: str, robot: RobotModel) -> None:
+    """The dataset's action names (info.json `features`) must be the robot config's joints, in order."""
+    names = (features.get("action") or {}).get("names")
+    if isinstance(names, dict):  # some lerobot datasets nest names under "motors"
+        names = next(iter(names.values()), None)
+    if names and list(names) != list(robot.dataset_joint_names):
+        raise InputError(
+            f"{dataset}: action names {list(names)} are not robot "
+            f"{robot.name}'s {list(robot.dataset_joint_names)} (pass --robot)"
+        )
+
+
+def check_action_width(action_dim: int, checkpoint: Path, robot: RobotModel) -> None:
+    """The policy must output one value per robot joint."""
+    if action_dim != len(robot.dataset_joint_names):
+        raise InputError(
+            f"{checkpoint}: the policy outputs {action_dim} action values, robot {robot.name} has "
+            f"{len(robot.dataset_joint_names)} joints"
+        )
