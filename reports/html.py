@@ -43,7 +43,15 @@ SOURCE_KEYS = (
     ("frames", "frames"),
     ("checkpoint", "checkpoint"),
 )
-SHOWN_KEYS = {"device", "dtype", "versions", "latency_ms", *(k for k, _ in HASH_KEYS), *(k for k, _ in SOURCE_KEYS)}
+SHOWN_KEYS = {
+    "device",
+    "dtype",
+    "versions",
+    "latency_ms",
+    "load",
+    *(k for k, _ in HASH_KEYS),
+    *(k for k, _ in SOURCE_KEYS),
+}
 # latency_ms as the harness writes it: whole predict, then the model call alone.
 LATENCY_ROWS = (
     ("latency median", ("median_ms", "median")),
@@ -109,6 +117,29 @@ def _latency_rows(meta: dict) -> dict[str, str]:
     return {"latency median": number(float(latency), "ms") if is_number(latency) else text(latency)}
 
 
+def _load_rows(meta: dict) -> dict[str, str]:
+    """meta['load'] (what loading the model cost) as label -> text, beside the latency rows."""
+    load = meta.get("load")
+    if not isinstance(load, dict):
+        return {}
+    rows = {}
+    if is_number(load.get("seconds")):
+        rows["load time"] = number(load["seconds"], "s")
+    if is_number(load.get("parameters")):
+        size = load.get("parameter_bytes")
+        rows["parameters"] = f"{load['parameters']:,}" + (f" ({size / 2**30:.3g} GiB)" if is_number(size) else "")
+    for key, label in (("peak_device_memory_mib", "peak device memory"), ("peak_host_rss_mib", "peak host RSS")):
+        if is_number(load.get(key)):
+            rows[label] = number(load[key], "MiB")
+    if is_number(load.get("host_rss_increase_mib")):
+        rows["host RSS added by the model"] = number(load["host_rss_increase_mib"], "MiB")
+    if load.get("float32_modules"):
+        rows["kept in float32"] = ", ".join(text(name) for name in load["float32_modules"])
+    if load.get("files"):
+        rows["weights read"] = ", ".join(text(name) for name in load["files"])
+    return rows
+
+
 def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
     """One row per fact, reference beside under test; nested dicts (device_info, noise, observation) one "
     "row per field."""
@@ -132,7 +163,7 @@ def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
         add(f"{key} version", text(ref_versions.get(key)), text(dut_versions.get(key)))
     for key, label in HASH_KEYS:
         add(label, text(ref.get(key)), text(dut.get(key)), "hash")
-    ref_latency, dut_latency = _latency_rows(ref), _latency_rows(dut)
+    ref_latency, dut_latency = {**_latency_rows(ref), **_load_rows(ref)}, {**_latency_rows(dut), **_load_rows(dut)}
     for label in dict.fromkeys([*ref_latency, *dut_latency]):
         add(label, ref_latency.get(label, "—"), dut_latency.get(label, "—"))
     for key, label in SOURCE_KEYS:

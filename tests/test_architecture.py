@@ -53,7 +53,7 @@ ALLOWED = {
         "noise",
         "reports",
     },
-    "verify.model": {"verify.configs", "verify.errors", "noise"},
+    "verify.model": {"verify.configs", "verify.errors", "noise", "reports"},
     "verify.data": {"verify.configs", "verify.errors", "kinematics", "reports"},
     "verify.compare": {"verify.configs", "verify.errors", "kinematics", "reports"},
     "verify.progress": set(),

@@ -40,6 +40,7 @@ class Progress:
         self.message = ""
         self._closed = False
         self._line_open = False  # a redrawn terminal line that still needs its newline
+        self._last_detail, self._last_quarter = float("-inf"), 0  # bytes_done's throttles
         isatty = getattr(self.stream, "isatty", None)
         self.interactive = bool(isatty and isatty())
 
@@ -75,6 +76,31 @@ class Progress:
             raise RuntimeError("progress already closed")
         self.count += 1
         self.message = str(message)
+        self._last_detail, self._last_quarter = float("-inf"), 0
+        self._write(self.format_line())
+
+    def bytes_done(self, done: int, total: int) -> None:
+        """Progress inside the current step, in bytes (a model's weights being read).
+
+        A terminal redraws the step's line with `1.2/16.1 GiB (7%)`, at most five times a second;
+        a log gets a line at each quarter, and only for a step of at least 1 GiB (a small
+        checkpoint loads before a log line could help anyone).
+        """
+        if self.quiet or self._closed or total <= 0:
+            return
+        share = done / total
+        now = self._clock()
+        if self.interactive:
+            if done < total and now - self._last_detail < 0.2:
+                return
+            self._last_detail = now
+        else:
+            quarter = int(share * 4)
+            if total < 2**30 or quarter <= self._last_quarter:
+                return
+            self._last_quarter = quarter
+        base = self.message.split(" [", 1)[0]
+        self.message = f"{base} [{done / 2**30:.2f}/{total / 2**30:.2f} GiB, {share:.0%}]"
         self._write(self.format_line())
 
     def close(self, message: str | None = None) -> None:

@@ -18,7 +18,7 @@ from verify.compare.gate import GateConfig
 from verify.compare.metrics import GATEABLE_STATISTICS
 from verify.errors import EXIT_BAD_INPUT, InputError
 from verify.publish import OutputPaths
-from verify.run.inputs import ModelSource
+from verify.run.inputs import MODEL_SIZES, ModelSource
 from verify.run.plan import FrameRange, SweepSelection, parse_index_list
 from verify.run.sides import DTYPES, SideConfig
 from verify.run.trace import TraceRequest
@@ -142,7 +142,7 @@ class SingleDeviceArgs:
 
 
 class ModelArgs:
-    """--checkpoint/--dataset/--demo/--cache-dir/--num-inference-steps."""
+    """--checkpoint/--dataset/--demo/--cache-dir/--num-inference-steps/--size/--save-checkpoint."""
 
     def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("model and data")
@@ -157,9 +157,30 @@ class ModelArgs:
         group.add_argument(
             "--num-inference-steps", type=positive_int, help="override the checkpoint's flow-matching step count"
         )
+        group.add_argument(
+            "--size",
+            choices=MODEL_SIZES,
+            default="tiny",
+            help="--demo's model: tiny (cached checkpoint) or full (real pi0 size, seeded weights made on each "
+            "device, nothing written) (default tiny)",
+        )
+        group.add_argument(
+            "--save-checkpoint",
+            type=Path,
+            metavar="DIR",
+            help="with --demo: also write the demo's model as a checkpoint folder here, and run it from there",
+        )
 
     def parse(self, args: argparse.Namespace) -> ModelSource:
-        return ModelSource(args.checkpoint, args.dataset, args.demo, args.cache_dir, args.num_inference_steps)
+        return ModelSource(
+            args.checkpoint,
+            args.dataset,
+            args.demo,
+            args.cache_dir,
+            args.num_inference_steps,
+            args.size,
+            args.save_checkpoint,
+        )
 
 
 class FrameArgs:

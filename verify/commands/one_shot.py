@@ -14,7 +14,7 @@ from verify.compare.gate import GateConfig
 from verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
 from verify.progress import Progress
 from verify.publish import OutputPaths, publish
-from verify.run.inputs import DEMO_NOTE, ModelSource, prepare_inputs
+from verify.run.inputs import ModelSource, prepare_inputs
 from verify.run.sides import SideConfig, run_side
 from verify.run.trace import TraceRequest, trace_one_frame
 
@@ -44,12 +44,14 @@ def run_one_shot(
     for side in sides:  # exit 3 before anything is loaded or written
         resolve_device(side.device)
     if source.demo:
-        print(DEMO_NOTE, file=sys.stderr)
+        print(source.note, file=sys.stderr)
     reference_side, under_test_side = sides
     steps_per_side = 3 if reference_side.iters > 0 else 2
     verdict = io.StringIO()  # printed after the progress display has closed
     with Progress(total=(2 if source.demo else 1) + 2 * steps_per_side + 2, quiet=quiet) as progress:
-        inputs = prepare_inputs(source, robot, selection.episode, selection.frame, selection.noise, progress)
+        inputs = prepare_inputs(
+            source, robot, selection.episode, selection.frame, selection.noise, progress, reference_side.device
+        )
         reference, noise = run_side(reference_side, inputs, progress)
         if inputs.noise is None:  # the default draw is made once and shared, never redrawn
             inputs = replace(inputs, noise=noise)
@@ -76,9 +78,11 @@ def run_one_side(
         raise InputError(f"{save}: --save writes a .npz trajectory artifact")
     resolve_device(side.device)
     if source.demo:
-        print(DEMO_NOTE, file=sys.stderr)
+        print(source.note, file=sys.stderr)
     with Progress(total=(2 if source.demo else 1) + (3 if side.iters > 0 else 2), quiet=quiet) as progress:
-        inputs = prepare_inputs(source, robot, selection.episode, selection.frame, selection.noise, progress)
+        inputs = prepare_inputs(
+            source, robot, selection.episode, selection.frame, selection.noise, progress, side.device
+        )
         artifact, noise = run_side(side, inputs, progress)
     save_artifact(artifact, save)
     latency = artifact.meta.get("latency_ms") or {}

@@ -15,7 +15,7 @@ from verify.compare.gate import GateConfig
 from verify.errors import EXIT_GATE_FAILED, EXIT_PASS
 from verify.progress import Progress
 from verify.publish import OutputPaths, publish
-from verify.run.inputs import DEMO_NOTE, ModelSource
+from verify.run.inputs import ModelSource
 from verify.run.plan import SweepSelection, plan_sweep
 from verify.run.sides import SideConfig, check_action_names
 from verify.run.sweep import SweepRequest, run_sweep, trace_worst_unit
@@ -112,7 +112,6 @@ def prepare_sweep(
 ) -> SweepRequest:
     """Everything both passes share, checked before any model loads (exit 2/3 early)."""
     from verify.data.observation import load_frames
-    from verify.model.checkpoint import checkpoint_sha256
     from verify.model.devices import resolve_device
     from verify.run.distributed import rank_device
 
@@ -120,7 +119,7 @@ def prepare_sweep(
         resolve_device(rank_device(side.device, group.local_rank, group.world_size))
     noise = selection.noise_source()
     if source.demo and group.is_main:
-        print(DEMO_NOTE, file=sys.stderr)
+        print(source.note, file=sys.stderr)
     dataset = source.dataset_folder(progress)
     if not source.demo:
         progress.step(f"planning the sweep over {dataset}")
@@ -132,7 +131,7 @@ def prepare_sweep(
         selection.batch_size,
     )
     probe = load_frames(dataset, plan.units[0].episode, [plan.units[0].frame])
-    checkpoint = source.checkpoint_folder(probe.stats, progress)
+    checkpoint = source.checkpoint_folder(probe.stats, progress, sides[0].device)
     check_action_names(probe.features, str(probe.description["dataset"]), robot)
     if group.is_main:
         for note in plan.notes:
@@ -144,7 +143,7 @@ def prepare_sweep(
     return SweepRequest(
         checkpoint,
         plan,
-        checkpoint_sha256(checkpoint),
+        source.checkpoint_sha256(checkpoint),
         sides,
         noise,
         robot,

@@ -142,3 +142,41 @@ def checkpoint_architecture(checkpoint_dir: str | Path):
     """Context to open around PI0Policy construction/loading for this folder (no-op for real ones)."""
     architecture = read_architecture(checkpoint_dir)
     return architecture_overrides(architecture) if architecture is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def skeleton_construction(buffers: dict):
+    """Build pi0 with every parameter on the meta device (no memory, no random initialisation),
+    while each buffer is still computed for real; `buffers` receives them (PI0Pytorch-relative names).
+
+    lerobot's PI0Policy moves its model to `config.device` at the end of its constructor; the
+    caller sets that to "meta", and the buffers (rotary tables, position ids, embedding scales),
+    which are not in a weights file, are taken here just before, exactly as lerobot computed
+    them (after its float32/bfloat16 casts). Two thin patches, both restored on exit:
+    `torch.nn.Module.register_parameter` moves each new parameter to meta, and lerobot's
+    `PI0Pytorch` is wrapped to copy its buffers when its constructor returns.
+    """
+    import torch
+    from lerobot.policies.pi0 import modeling_pi0
+
+    real_register = torch.nn.Module.register_parameter
+    real_model = modeling_pi0.PI0Pytorch
+
+    def register_on_meta(module, name, param):
+        real_register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+
+    class BufferTakingPI0Pytorch(real_model):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            buffers.update({name: tensor.detach().clone() for name, tensor in self.named_buffers()})
+            self.__class__ = real_model  # the built model is lerobot's own class
+
+    torch.nn.Module.register_parameter = register_on_meta
+    modeling_pi0.PI0Pytorch = BufferTakingPI0Pytorch
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = real_register
+        modeling_pi0.PI0Pytorch = real_model

@@ -1,40 +1,51 @@
 """A lerobot pi0 checkpoint folder: its files, config, tokenizer and weights, and their hash.
 
-Everything model-side is lerobot 0.6.1's own code (`PreTrainedConfig.from_pretrained`,
-`PI0Policy.from_pretrained`); this module adds what lerobot does not check: that every tensor
-really came from the file (lerobot's loader only prints a warning and keeps random weights),
-one-line errors naming the file, and a content hash for provenance.
+The model is lerobot 0.6.1's own `PI0Policy`, built from the folder's config by lerobot's code.
+Its weights are not loaded through `PI0Policy.from_pretrained`, which builds the whole model on
+the CPU with random initialisation and then overwrites every tensor (minutes at the real size):
+the module structure is built without memory on the meta device, in the requested dtype, then
+created on the target device and filled tensor by tensor from the safetensors files
+(verify/model/weights.py), with lerobot's own key remapping and its buffers. This module also
+proves that every tensor came from the file, names the file in every error, and hashes the
+files a load reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import logging
+import json
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from verify.errors import DeviceUnavailableError, InputError
-from verify.model.architecture import checkpoint_architecture
-from verify.model.devices import library_version
+from verify.model.architecture import checkpoint_architecture, skeleton_construction
+from verify.model.devices import check_fits, library_version
+from verify.model.weights import INDEX_FILE, WEIGHTS_FILE, CheckpointWeights, checkpoint_weights, read_into, read_tensor
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # fast (tokenizers) or sentencepiece
-# Files that define the model: weights, configs, processor statistics, tokenizer.
+# Files that define the model besides its weights: configs, processor statistics, tokenizer.
 HASHED_SUFFIXES = (".safetensors", ".json", ".model")
 # Pre-0.4 lerobot checkpoints kept normalisation statistics as buffers inside the weights.
 LEGACY_NORMALIZATION_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
+# lerobot fills the VLM's input embedding from the output head when a file has only the latter.
+EMBED_TOKENS = "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+LM_HEAD = "model.paligemma_with_expert.paligemma.lm_head.weight"
 
 
 def check_checkpoint_folder(folder: Path) -> None:
     """The folder exists and holds a config and weights (InputError naming what is missing)."""
     if not folder.is_dir():
         raise InputError(f"{folder}: checkpoint folder not found")
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder / name).is_file():
-            raise InputError(f"{folder}: not a lerobot checkpoint folder (no {name})")
+    if not (folder / CONFIG_FILE).is_file():
+        raise InputError(f"{folder}: not a lerobot checkpoint folder (no {CONFIG_FILE})")
+    if not (folder / WEIGHTS_FILE).is_file() and not (folder / INDEX_FILE).is_file():
+        raise InputError(f"{folder}: not a lerobot checkpoint folder (no {WEIGHTS_FILE})")
 
 
 def load_checkpoint_tokenizer(folder: Path):
@@ -82,81 +93,205 @@ def load_pi0_config(folder: Path, overrides: list[str] = ()):
     return config
 
 
-def load_policy(folder: Path, config, strict: bool):
-    """PI0Policy.from_pretrained with our config (dtype, device), then proof the weights are in."""
-    from lerobot.policies.pi0 import PI0Policy
+@dataclass(frozen=True)
+class LoadReport:
+    """What loading one side cost: time, tensors and bytes, and which parameters stayed float32."""
 
-    printed = io.StringIO()
-    try:
-        with checkpoint_architecture(folder), contextlib.redirect_stdout(printed), _without_patch_embedding_notice():
-            policy = PI0Policy.from_pretrained(str(folder), config=config, strict=strict, local_files_only=True)
-    except (RuntimeError, AssertionError) as error:  # torch asserts "not compiled with CUDA enabled"
-        if _device_error(error):
-            raise DeviceUnavailableError(f"device {config.device}: {error}") from None
-        raise
-    verify_weights_loaded(policy, folder / WEIGHTS_FILE, printed.getvalue())
-    return policy.eval()
+    seconds: float
+    parameters: int
+    parameter_bytes: int
+    buffer_bytes: int
+    bytes_read: int
+    files: tuple[str, ...]  # the weight files read, relative to the checkpoint folder
+    float32_modules: tuple[str, ...]  # under bfloat16: the modules lerobot keeps in float32 (layer indices as *)
 
-
-class _PatchEmbeddingNotice(logging.Filter):
-    """lerobot 0.6.1 logs 'Vision embedding key might need handling' for every pi0 checkpoint (every one
-    has a patch embedding); verify_weights_loaded checks those tensors for real, so the notice is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Vision embedding key might need handling")
-
-
-@contextlib.contextmanager
-def _without_patch_embedding_notice():
-    notice = _PatchEmbeddingNotice()
-    root = logging.getLogger()
-    root.addFilter(notice)
-    try:
-        yield
-    finally:
-        root.removeFilter(notice)
+    def as_dict(self) -> dict:
+        return {
+            "seconds": round(self.seconds, 3),
+            "parameters": self.parameters,
+            "parameter_bytes": self.parameter_bytes,
+            "buffer_bytes": self.buffer_bytes,
+            "bytes_read": self.bytes_read,
+            "files": list(self.files),
+            "float32_modules": list(self.float32_modules),
+        }
 
 
-def verify_weights_loaded(policy, weights_path: Path, lerobot_log: str = "") -> None:
-    """Every model tensor must come from the file (lerobot's loader would keep random weights).
+def load_policy(
+    folder: Path,
+    config: Any,
+    weights: CheckpointWeights,
+    device: Any,
+    strict: bool = True,
+    on_bytes: Callable[[int, int], None] | None = None,
+) -> tuple[Any, LoadReport]:
+    """lerobot's PI0Policy for `config` (dtype set) on `device`, its weights streamed from `weights`.
 
-    Key check over all parameters and buffers, value check on an evenly spread sample of them
-    (a whole-model comparison would read a full-size checkpoint twice).
+    Checks before any memory is taken: every model tensor has a file tensor of its shape, the
+    file has no tensor the model lacks (unless `strict` is off: legacy checkpoints), and the
+    model fits the device's free memory (else DeviceUnavailableError, exit 3). After loading,
+    `verify_weights_loaded` proves the values came from the file. `on_bytes(read, total)`
+    reports progress.
     """
     import torch
-    from safetensors import safe_open
+
+    started = time.perf_counter()
+    policy, buffers = build_skeleton(folder, config)
+    sources = _tensor_sources(policy, weights, strict)
+    parameters = _unique_parameters(policy)
+    parameter_bytes = sum(p.numel() * p.element_size() for p in parameters)
+    buffer_bytes = sum(b.numel() * b.element_size() for b in policy.buffers())
+    check_fits(
+        device,
+        parameter_bytes + buffer_bytes,
+        f"pi0 from {folder} ({sum(p.numel() for p in parameters):,} parameters in {config.dtype})",
+    )
+    try:
+        materialise(policy, buffers, device)
+    except (RuntimeError, AssertionError) as error:  # torch asserts "not compiled with CUDA enabled"
+        if _device_error(error):
+            raise DeviceUnavailableError(f"device {device}: {error}") from None
+        raise
+    total = sum(weights.tensors[key].nbytes for key in sources.values())
+    done = 0
+
+    def count(read: int) -> None:
+        nonlocal done
+        done += read
+        if on_bytes is not None:
+            on_bytes(done, total)
+
+    state = policy.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for key, file_key in sources.items():
+            read_into(weights.tensors[file_key], state[key].data, count)
+    config.device = str(device)
+    verify_weights_loaded(policy, weights)
+    report = LoadReport(
+        seconds=time.perf_counter() - started,
+        parameters=sum(p.numel() for p in parameters),
+        parameter_bytes=parameter_bytes,
+        buffer_bytes=buffer_bytes,
+        bytes_read=total,
+        files=tuple(path.relative_to(weights.folder).as_posix() for path in weights.files),
+        float32_modules=float32_modules(policy) if config.dtype == "bfloat16" else (),
+    )
+    return policy.eval(), report
+
+
+def build_skeleton(folder: Path, config: Any) -> tuple[Any, dict]:
+    """PI0Policy for `config` and the checkpoint folder's architecture, see `build_skeleton_with`."""
+    return build_skeleton_with(config, checkpoint_architecture(folder))
+
+
+def build_skeleton_with(config: Any, architecture: contextlib.AbstractContextManager) -> tuple[Any, dict]:
+    """PI0Policy for `config` with every parameter on the meta device (built inside `architecture`,
+    the size overrides of a tiny model), and its buffers as lerobot computed them ({state name:
+    CPU tensor}), to be put in place by `materialise`."""
+    from lerobot.policies.pi0 import PI0Policy
+
+    buffers: dict = {}
+    device = config.device
+    config.device = "meta"  # lerobot moves its model to config.device at the end of construction
+    try:
+        with architecture, skeleton_construction(buffers), quiet():
+            policy = PI0Policy(config)
+    finally:
+        config.device = device
+    return policy, {f"model.{name}": tensor for name, tensor in buffers.items()}
+
+
+def materialise(policy: Any, buffers: dict, device: Any) -> None:
+    """Uninitialised storage on `device` for every parameter (ties kept), and the buffers lerobot computed."""
+    ties: dict[int, list[tuple[Any, str]]] = {}
+    for module in policy.modules():
+        for name, parameter in module._parameters.items():
+            if parameter is not None:
+                ties.setdefault(id(parameter), []).append((module, name))
+    policy.to_empty(device=device)
+    for holders in ties.values():
+        first_module, first_name = holders[0]
+        for module, name in holders[1:]:
+            module._parameters[name] = first_module._parameters[first_name]
+    for name, value in buffers.items():
+        owner, _, attribute = name.rpartition(".")
+        policy.get_submodule(owner)._buffers[attribute] = value.to(device)
+
+
+def _unique_parameters(policy: Any) -> list:
+    return list({id(p): p for p in policy.parameters()}.values())
+
+
+def _tensor_sources(policy: Any, weights: CheckpointWeights, strict: bool) -> dict[str, str]:
+    """model state key -> file tensor name, after lerobot's own renaming; InputError when they do not fit."""
+    state = policy.state_dict(keep_vars=True)
+    file_keys = {_lerobot_key(key): key for key in weights.tensors}
+    sources, missing = {}, []
+    for key in state:
+        if key in file_keys:
+            sources[key] = file_keys[key]
+        elif key == EMBED_TOKENS and LM_HEAD in file_keys:
+            sources[key] = file_keys[LM_HEAD]
+        else:
+            missing.append(key)
+    where = weights.files[0] if len(weights.files) == 1 else weights.folder
+    if missing:
+        raise InputError(
+            f"{where}: weights do not fit the model built from config.json: {len(missing)} of "
+            f"{len(state)} tensors missing (e.g. {missing[0]})"
+        )
+    wrong = [key for key, file_key in sources.items() if weights.tensors[file_key].shape != tuple(state[key].shape)]
+    if wrong:
+        key = wrong[0]
+        raise InputError(
+            f"{weights.tensors[sources[key]].path}: {len(wrong)} tensors do not fit the model built from config.json "
+            f"(e.g. {key}: file {list(weights.tensors[sources[key]].shape)}, model {list(state[key].shape)})"
+        )
+    used = set(sources.values())
+    unexpected = [
+        key for key in weights.tensors if key not in used and not key.startswith(LEGACY_NORMALIZATION_PREFIXES)
+    ]
+    unexpected = [key for key in unexpected if _lerobot_key(key) != LM_HEAD or LM_HEAD in state]
+    if strict and unexpected:
+        raise InputError(
+            f"{weights.tensors[unexpected[0]].path}: {len(unexpected)} tensors that the model built from config.json "
+            f"does not have (e.g. {unexpected[0]})"
+        )
+    return sources
+
+
+def float32_modules(policy: Any) -> tuple[str, ...]:
+    """The largest modules whose parameters are all float32 (layer indices as *): what lerobot keeps
+    in float32 when the rest of pi0 runs in bfloat16."""
+    import re
+
+    import torch
+
+    def all_float32(module: Any) -> bool:
+        params = list(module.parameters())
+        return bool(params) and all(p.dtype == torch.float32 for p in params)
+
+    found = set()
+    for name, module in policy.named_modules():
+        parent = name.rpartition(".")[0]
+        if all_float32(module) and not (name and all_float32(policy.get_submodule(parent))):
+            found.add(re.sub(r"\.\d+\.", ".*.", name.removeprefix("model.")))
+    return tuple(sorted(found))
+
+
+def verify_weights_loaded(policy: Any, weights: CheckpointWeights) -> None:
+    """Every model tensor must come from the file: keys and shapes (checked before loading) and the
+    values of an evenly spread sample of them, read back from disk and compared."""
+    import torch
 
     state = policy.state_dict()
-    with safe_open(str(weights_path), framework="pt") as handle:
-        file_keys = {_lerobot_key(key): key for key in handle.keys()}
-        tied = "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
-        lm_head = "model.paligemma_with_expert.paligemma.lm_head.weight"
-        missing = [key for key in state if key not in file_keys and not (key == tied and lm_head in file_keys)]
-        if missing:
-            hint = _first_warning(lerobot_log)
-            raise InputError(
-                f"{weights_path}: weights do not fit the model built from config.json: {len(missing)} of "
-                f"{len(state)} tensors missing (e.g. {missing[0]})" + (f"; lerobot said: {hint}" if hint else "")
-            )
-        wrong_shape = [
-            key
-            for key in state
-            if key in file_keys and tuple(handle.get_slice(file_keys[key]).get_shape()) != tuple(state[key].shape)
-        ]
-        if wrong_shape:
-            key = wrong_shape[0]
-            raise InputError(
-                f"{weights_path}: {len(wrong_shape)} tensors do not fit the model built from config.json "
-                f"(e.g. {key}: file {list(handle.get_slice(file_keys[key]).get_shape())}, model "
-                f"{list(state[key].shape)})"
-            )
-        common = sorted(key for key in state if key in file_keys)
-        for key in common[:: max(1, len(common) // 16)]:
-            stored = handle.get_tensor(file_keys[key]).to(state[key].dtype)
-            if not torch.equal(stored, state[key].detach().to("cpu")):
-                raise InputError(
-                    f"{weights_path}: tensor {key} differs from the file after loading; weights not loaded"
-                )
+    sources = _tensor_sources(policy, weights, strict=False)
+    common = sorted(sources)
+    for key in common[:: max(1, len(common) // 16)]:
+        entry = weights.tensors[sources[key]]
+        stored = read_tensor(entry).to(state[key].dtype)
+        if not torch.equal(stored, state[key].detach().to("cpu")):
+            raise InputError(f"{entry.path}: tensor {key} differs from the file after loading; weights not loaded")
 
 
 def _lerobot_key(key: str) -> str:
@@ -167,30 +302,50 @@ def _lerobot_key(key: str) -> str:
     return key if key.startswith("model.") else f"model.{key}"
 
 
-def legacy_normalization_stats(weights_path: Path) -> dict | None:
-    """Statistics a pre-processor-era checkpoint keeps inside model.safetensors, via lerobot's migrator."""
-    from safetensors import safe_open
+def legacy_normalization_stats(weights: CheckpointWeights) -> dict | None:
+    """Statistics a pre-processor-era checkpoint keeps inside its weights, via lerobot's migrator."""
+    keys = [key for key in weights.tensors if key.startswith(LEGACY_NORMALIZATION_PREFIXES)]
+    if not keys:
+        return None
+    from lerobot.processor.migrate_policy_normalization import extract_normalization_stats
 
-    with safe_open(str(weights_path), framework="pt") as handle:
-        keys = [key for key in handle.keys() if key.startswith(LEGACY_NORMALIZATION_PREFIXES)]
-        if not keys:
-            return None
-        from lerobot.processor.migrate_policy_normalization import extract_normalization_stats
-
-        return extract_normalization_stats({key: handle.get_tensor(key) for key in keys})
+    return extract_normalization_stats({key: read_tensor(weights.tensors[key]) for key in keys})
 
 
-def checkpoint_sha256(checkpoint_dir: str | Path) -> str:
-    """sha256 over the weight/config/tokenizer files: sorted relative paths, each path then its bytes."""
+def hashed_files(folder: Path, weights: CheckpointWeights | None = None) -> list[Path]:
+    """The files a run reads from a checkpoint folder: the chosen weights, configs, processor statistics,
+    tokenizer (a duplicate weights layout that is not read is not hashed either)."""
+    weights = weights or checkpoint_weights(folder)
+    layouts = {folder / WEIGHTS_FILE, folder / INDEX_FILE}
+    unread_weights = set(folder.glob("model*.safetensors*")) | layouts
+    chosen = set(weights.files)
+    files = [
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and path.suffix in HASHED_SUFFIXES
+        and not path.name.startswith(".")
+        and (path in chosen or path not in unread_weights)
+    ]
+    return sorted(files)
+
+
+def checkpoint_sha256(checkpoint_dir: str | Path, cache_file: Path | None = None) -> str:
+    """sha256 over the files a run reads (`hashed_files`): sorted relative paths, each path, size, then bytes.
+
+    Streamed in 1 MiB blocks. With `cache_file`, a result is reused while every hashed file keeps
+    its relative path, size and modification time (a changed file is hashed again).
+    """
     folder = Path(checkpoint_dir)
     if not folder.is_dir():
         raise InputError(f"{folder}: checkpoint folder not found")
+    files = hashed_files(folder)
+    stamp = [[path.relative_to(folder).as_posix(), path.stat().st_size, path.stat().st_mtime_ns] for path in files]
+    cache = _read_hash_cache(cache_file)
+    entry = cache.get(str(folder.resolve()))
+    if entry and entry.get("files") == stamp:
+        return str(entry["sha256"])
     digest = hashlib.sha256()
-    files = sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file() and path.suffix in HASHED_SUFFIXES and not path.name.startswith(".")
-    )
     for path in files:
         relative = path.relative_to(folder).as_posix().encode("utf-8")
         digest.update(len(relative).to_bytes(8, "little") + relative)
@@ -198,19 +353,35 @@ def checkpoint_sha256(checkpoint_dir: str | Path) -> str:
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return digest.hexdigest()
+    sha = digest.hexdigest()
+    if cache_file is not None:
+        cache[str(folder.resolve())] = {"files": stamp, "sha256": sha}
+        _write_hash_cache(cache_file, cache)
+    return sha
+
+
+def _read_hash_cache(path: Path | None) -> dict:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return document if isinstance(document, dict) else {}
+    except (OSError, ValueError):
+        return {}  # a damaged cache is rebuilt, never trusted
+
+
+def _write_hash_cache(path: Path, cache: dict) -> None:
+    from reports.atomic import write_text
+
+    try:
+        write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # an unwritable cache only costs the next run a hash
 
 
 def _device_error(error: Exception) -> bool:
     text = str(error).lower()
     return any(word in text for word in ("cuda", "npu", "device", "driver", "out of memory"))
-
-
-def _first_warning(log: str) -> str:
-    for line in log.splitlines():
-        if "could not" in line.lower() or "missing" in line.lower():
-            return line.strip()
-    return ""
 
 
 @contextlib.contextmanager

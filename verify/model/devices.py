@@ -271,3 +271,120 @@ def library_version(distribution: str) -> str | None:
         return version(distribution)
     except PackageNotFoundError:
         return None
+
+
+MEMORY_LIMIT_VARIABLE = "VERIFY_ATE_MEMORY_LIMIT"
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes a new model may take on `device` now, or None when the runtime cannot say.
+
+    cuda/npu: the runtime's free memory. cpu: MemAvailable, capped by the cgroup's memory limit
+    when the process runs in one. VERIFY_ATE_MEMORY_LIMIT (bytes, or with K/M/G/T) caps any of
+    them: to keep a shared machine's headroom, or to rehearse a smaller device.
+    """
+    free: int | None = None
+    module = _backend_module(device)
+    if module is not None and hasattr(module, "mem_get_info"):
+        free = int(module.mem_get_info(device)[0])
+    elif device.type == "cpu":
+        free = _host_available()
+    limit = os.environ.get(MEMORY_LIMIT_VARIABLE)
+    if limit:
+        capped = parse_bytes(limit, MEMORY_LIMIT_VARIABLE)
+        free = capped if free is None else min(free, capped)
+    return free
+
+
+def parse_bytes(text: str, what: str) -> int:
+    """`2G`, `512M`, `1.5G`, `1000000` -> bytes (powers of 1024)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = units.get(value[-1:], 1)
+    try:
+        number = float(value[:-1] if value[-1:] in units else value)
+    except ValueError:
+        raise InputError(f"{what}={text!r}: not a size (use bytes or a number with K, M, G or T)") from None
+    if number < 0:
+        raise InputError(f"{what}={text!r}: a size must be >= 0")
+    return int(number * scale)
+
+
+def _host_available() -> int | None:
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    try:  # cgroup v2: a container's limit is what this process may really use
+        limit = open("/sys/fs/cgroup/memory.max", encoding="ascii").read().strip()
+        used = int(open("/sys/fs/cgroup/memory.current", encoding="ascii").read().strip())
+        if limit != "max" and available is not None:
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def check_fits(device: torch.device, needed: int, what: str) -> None:
+    """DeviceUnavailableError (exit 3) before loading when `needed` bytes do not fit the device's free memory."""
+    free = free_memory(device)
+    if free is not None and needed > free:
+        raise DeviceUnavailableError(
+            f"device {device}: not enough free memory for {what}: needs {needed / 2**30:.2f} GiB "
+            f"({needed} bytes), {free / 2**30:.2f} GiB free ({free} bytes)"
+        )
+
+
+class MemoryMonitor:
+    """Peak memory of one stretch of work: the process's resident set and the device's allocator.
+
+    Host: Linux's VmHWM, reset at start through /proc/self/clear_refs where the kernel allows it
+    (else the peak is the process's lifetime peak, and `host_peak_is_lifetime` says so). Device:
+    the runtime's peak allocated bytes, reset at start (cuda, npu).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._module = _backend_module(device)
+        self.host_peak_is_lifetime = not _reset_host_peak()
+        self.host_before = _status_kib("VmRSS")
+        if self._module is not None and hasattr(self._module, "reset_peak_memory_stats"):
+            self._module.reset_peak_memory_stats(device)
+
+    def read(self) -> dict:
+        peak = _status_kib("VmHWM")
+        device_peak = None
+        if self._module is not None and hasattr(self._module, "max_memory_allocated"):
+            device_peak = round(self._module.max_memory_allocated(device=self.device) / 2**20, 1)
+        return {
+            "peak_host_rss_mib": None if peak is None else round(peak / 1024, 1),
+            "host_rss_increase_mib": None
+            if peak is None or self.host_before is None
+            else round((peak - self.host_before) / 1024, 1),
+            "host_peak_is_lifetime": self.host_peak_is_lifetime,
+            "peak_device_memory_mib": device_peak,
+        }
+
+
+def _reset_host_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None

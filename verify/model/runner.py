@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import gc
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,47 +22,74 @@ import numpy as np
 from noise import FixedNoise, NoiseFileError, check_noise_shape, load_noise
 from verify.errors import InputError
 from verify.model.checkpoint import (
-    WEIGHTS_FILE,
     check_checkpoint_folder,
     legacy_normalization_stats,
     load_checkpoint_tokenizer,
     load_pi0_config,
     load_policy,
 )
-from verify.model.devices import DeviceTimer, empty_cache, synchronize
-from verify.model.processors import STATE_KEY, checkpoint_processors
+from verify.model.devices import DeviceTimer, MemoryMonitor, empty_cache, synchronize
+from verify.model.processors import STATE_KEY, checkpoint_processors, make_processors
+from verify.model.seeded import SeededCheckpoint, build_seeded_policy
+from verify.model.tiny import build_byte_tokenizer
+from verify.model.weights import checkpoint_weights
 
 DTYPES = ("float32", "bfloat16")
+
+
+def noise_shape_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> tuple[int, int, int]:
+    """[1, chunk_size, max_action_dim]: the noise a checkpoint's policy takes, read from its config."""
+    if isinstance(checkpoint, SeededCheckpoint):
+        config = checkpoint.config("float32", "cpu", num_inference_steps)
+    else:
+        steps = [] if num_inference_steps is None else [f"--num_inference_steps={int(num_inference_steps)}"]
+        config = load_pi0_config(Path(checkpoint), steps)
+    return (1, int(config.chunk_size), int(config.max_action_dim))
 
 
 class Pi0Runner:
     """One pi0 policy on one device. Load, predict on dataset frames with fixed noise, time, release.
 
-    checkpoint_dir: a lerobot pi0 checkpoint folder (config.json, model.safetensors, a tokenizer,
-        usually policy_pre/postprocessor.json + their statistics).
+    checkpoint: a lerobot pi0 checkpoint folder (config.json, model.safetensors or an index and its
+        shards, a tokenizer, usually policy_pre/postprocessor.json + their statistics), or a
+        SeededCheckpoint (a model made from a seed, nothing on disk).
     device: a torch device string ("cpu", "cuda", "cuda:1", "npu:0"); the caller checks availability.
     dtype: "float32" or "bfloat16", lerobot's PI0Config.dtype.
     dataset_stats: used only when the checkpoint has no saved processors (or legacy buffers).
     num_inference_steps: optional override of the config's Euler step count.
+    on_bytes: called with (bytes done, total) while the weights load.
     """
 
     def __init__(
         self,
-        checkpoint_dir: str | Path,
+        checkpoint: str | Path | SeededCheckpoint,
         device: str = "cpu",
         dtype: str = "float32",
         dataset_stats: dict | None = None,
         num_inference_steps: int | None = None,
+        on_bytes: Callable[[int, int], None] | None = None,
     ):
         import torch
 
-        self.checkpoint_dir = Path(checkpoint_dir)
         self.device = torch.device(device)
         self.dtype = dtype
         if dtype not in DTYPES:
             raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-        folder = self.checkpoint_dir
+        if isinstance(checkpoint, SeededCheckpoint):
+            self.checkpoint_dir = None
+            self.memory = MemoryMonitor(self.device)  # peaks from here on: building, then every prediction
+            self.tokenizer = build_byte_tokenizer()
+            config = checkpoint.config(dtype, str(self.device), num_inference_steps)
+            self.policy, self.load_report = build_seeded_policy(checkpoint, config, self.device, on_bytes)
+            self.config = self.policy.config
+            self.preprocessor, self.postprocessor = make_processors(
+                self.config, checkpoint.dataset_stats, self.tokenizer
+            )
+            self.processor_source = "dataset_stats"
+            return
+        folder = self.checkpoint_dir = Path(checkpoint)
         check_checkpoint_folder(folder)
+        self.memory = MemoryMonitor(self.device)  # peaks from here on: loading, then every prediction
         self.tokenizer = load_checkpoint_tokenizer(folder)
         overrides = [f"--dtype={dtype}"]
         if num_inference_steps is not None:
@@ -70,8 +99,13 @@ class Pi0Runner:
         # is set on the parsed config, still before the model is built.
         config.device = str(self.device)
 
-        legacy_stats = legacy_normalization_stats(folder / WEIGHTS_FILE)
-        self.policy = load_policy(folder, config, strict=not legacy_stats)
+        weights = checkpoint_weights(folder)
+        if weights.note:
+            print(f"note: {folder}: {weights.note}", file=sys.stderr)
+        legacy_stats = legacy_normalization_stats(weights)
+        self.policy, self.load_report = load_policy(
+            folder, config, weights, self.device, strict=not legacy_stats, on_bytes=on_bytes
+        )
         self.config = self.policy.config
         self.preprocessor, self.postprocessor, self.processor_source = checkpoint_processors(
             folder, self.config, self.tokenizer, self.device, legacy_stats or dataset_stats
@@ -81,6 +115,7 @@ class Pi0Runner:
 
     @property
     def expected_noise_shape(self) -> tuple[int, int, int]:
+        """[1, chunk_size, max_action_dim]."""
         return (1, int(self.config.chunk_size), int(self.config.max_action_dim))
 
     @property

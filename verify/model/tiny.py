@@ -33,6 +33,7 @@ from verify.model.architecture import (
 from verify.model.processors import make_processors
 
 PROFILE_FILE = CONFIGS_DIR / "profiles" / "tiny_pi0.yaml"
+FULL_PROFILE_FILE = CONFIGS_DIR / "profiles" / "full_pi0.yaml"
 
 
 # ---------------------------------------------------------------- profile
@@ -49,11 +50,25 @@ def load_tiny_profile(profile_path: str | Path | None = None) -> dict:
     return profile
 
 
+def load_full_profile() -> dict:
+    """The full-size pi0's policy settings and features (its sizes are lerobot's own variants)."""
+    profile = read_yaml(FULL_PROFILE_FILE, "full pi0 profile")
+    try:
+        if not isinstance(profile, dict) or not {"policy", "features"} <= set(profile):
+            raise ValueError("needs the sections policy and features")
+        for key in ("chunk_size", "max_action_dim", "image_resolution"):
+            int(profile["policy"][key])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{FULL_PROFILE_FILE}: {error}") from None
+    return profile
+
+
 # ---------------------------------------------------------------- model, tokenizer, processors
 
 
 def tiny_pi0_config(profile: dict, dtype: str = "float32", device: str = "cpu"):
-    """A PI0Config for the tiny model (variant names stay lerobot's; the overrides shrink them)."""
+    """A PI0Config for a profile's policy settings and features (variant names stay lerobot's; for a
+    tiny profile, `architecture_overrides` shrinks them)."""
     from lerobot.configs import FeatureType, PolicyFeature
     from lerobot.policies.pi0 import PI0Config
 
@@ -135,17 +150,26 @@ def build_tiny_checkpoint(
     profile = load_tiny_profile(profile_path)
     policy = build_tiny_policy(profile, seed=seed)
     tokenizer = build_byte_tokenizer()
-    preprocessor, postprocessor = make_processors(policy.config, dataset_stats, tokenizer)
+    processors = make_processors(policy.config, dataset_stats, tokenizer)
+    return write_checkpoint(out_dir, policy, processors, tokenizer, architecture_of(profile))
+
+
+def write_checkpoint(out_dir: Path, policy, processors: tuple, tokenizer, architecture: dict | None) -> Path:
+    """A lerobot checkpoint folder at `out_dir`: config and weights (lerobot's save_pretrained), the
+    pre/post-processor pipelines, the tokenizer, and the architecture file of a reduced size.
+    Atomic: staged in a temporary folder beside it, then renamed; an existing `out_dir` is refused."""
+    if out_dir.exists():
+        raise InputError(f"{out_dir}: already exists; refusing to overwrite a checkpoint folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         policy.save_pretrained(staging)
-        preprocessor.save_pretrained(staging)
-        postprocessor.save_pretrained(staging)
+        for processor in processors:
+            processor.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        (staging / ARCHITECTURE_FILE).write_text(
-            json.dumps(architecture_of(profile), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        if architecture is not None:
+            text = json.dumps(architecture, indent=2, sort_keys=True) + "\n"
+            (staging / ARCHITECTURE_FILE).write_text(text, encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary folder

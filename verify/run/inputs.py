@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kinematics import RobotModel
 from verify.errors import InputError
 from verify.run.sides import RunInputs
 
+if TYPE_CHECKING:  # the model packages load torch, which the model-free commands do without
+    from verify.model.seeded import SeededCheckpoint
+
+HASH_CACHE_FILE = "checkpoint_hashes.json"
+MODEL_SIZES = ("tiny", "full")
 DEMO_NOTE = (
-    "demo: tiny pi0 with RANDOM weights (seeded) on a generated Koch-like dataset; its numbers show the tool "
+    "demo: {size} pi0 with RANDOM weights (seeded) on a generated Koch-like dataset; its numbers show the tool "
     "works, they say nothing about the Koch pi0 checkpoint"
 )
 
@@ -24,11 +31,24 @@ class ModelSource:
     demo: bool = False
     cache_dir: Path | None = None  # None: the demo's default cache (~/.cache/verify-ate or $VERIFY_ATE_CACHE)
     num_inference_steps: int | None = None  # overrides the checkpoint's flow-matching step count
+    size: str = "tiny"  # the demo's model: "tiny" (cached checkpoint) or "full" (lerobot's real sizes, seeded)
+    save_checkpoint: Path | None = None  # the demo's model is also written here, and run from there
+
+    def __post_init__(self) -> None:
+        if self.size not in MODEL_SIZES:
+            raise InputError(f"--size {self.size!r}: one of {', '.join(MODEL_SIZES)}")
+        if not self.demo and (self.size != "tiny" or self.save_checkpoint is not None):
+            raise InputError("--size and --save-checkpoint choose and keep the demo's model: add --demo")
+
+    @property
+    def note(self) -> str:
+        """What the demo's model is, for stderr and the report."""
+        return DEMO_NOTE.format(size="full-size" if self.size == "full" else "tiny")
 
     @property
     def extra_meta(self) -> dict:
         """What every artifact of this source records beyond the contract (the demo says what it is)."""
-        return {"demo": True, "note": DEMO_NOTE} if self.demo else {}
+        return {"demo": True, "note": self.note} if self.demo else {}
 
     def dataset_folder(self, progress=None) -> Path:
         """The dataset of this run (after checking the source is complete); under `demo`, written by lerobot
@@ -52,37 +72,76 @@ class ModelSource:
         _step(progress, "preparing the demo dataset (written by lerobot on first use)")
         return ensure_demo_dataset(self.cache_dir or default_cache_dir())
 
-    def checkpoint_folder(self, dataset_stats: dict | None, progress=None) -> Path:
-        """The checkpoint of this run; under `demo`, the tiny random-weight one built for these statistics."""
+    def checkpoint_sha256(self, checkpoint: Path | SeededCheckpoint) -> str:
+        """The checkpoint's hash, computed once per run (streamed, before any model is loaded) and
+        remembered in the cache folder while its files keep their paths, sizes and modification times."""
+        from verify.data.demo_dataset import default_cache_dir
+        from verify.model.checkpoint import checkpoint_sha256
+        from verify.model.seeded import SeededCheckpoint
+
+        if isinstance(checkpoint, SeededCheckpoint):
+            return checkpoint.sha256
+        return checkpoint_sha256(checkpoint, cache_file=Path(self.cache_dir or default_cache_dir()) / HASH_CACHE_FILE)
+
+    def checkpoint_folder(
+        self, dataset_stats: dict | None, progress=None, build_device: str = "cpu"
+    ) -> Path | SeededCheckpoint:
+        """The checkpoint of this run. Under `demo`: the tiny random-weight one built for these statistics
+        (cached), or the full-size seeded recipe, which each side makes on its own device; with
+        `save_checkpoint`, that model is written there first (made on `build_device`) and run from there."""
         if not self.demo:
             assert self.checkpoint is not None
             return self.checkpoint
         from verify.data.demo_dataset import default_cache_dir
+
+        if self.size == "full":
+            from verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
+            from verify.model.tiny import load_full_profile
+
+            recipe = SeededCheckpoint(load_full_profile(), seed=0, dataset_stats=dataset_stats or {})
+            if self.save_checkpoint is None:
+                return recipe
+            from verify.model.devices import resolve_device
+
+            _step(progress, f"making the full-size seeded pi0 on {build_device} and writing {self.save_checkpoint}")
+            return save_seeded_checkpoint(recipe, self.save_checkpoint, resolve_device(build_device), progress)
         from verify.model.tiny import ensure_tiny_checkpoint
 
         _step(progress, "preparing the tiny random-weight pi0 checkpoint")
-        return ensure_tiny_checkpoint(
+        tiny = ensure_tiny_checkpoint(
             Path(self.cache_dir or default_cache_dir()) / "checkpoints", dataset_stats, seed=0
         )
+        if self.save_checkpoint is None:
+            return tiny
+        if self.save_checkpoint.exists():
+            raise InputError(f"{self.save_checkpoint}: already exists; refusing to overwrite a checkpoint folder")
+        shutil.copytree(tiny, self.save_checkpoint)
+        return self.save_checkpoint
 
 
 def prepare_inputs(
-    source: ModelSource, robot: RobotModel, episode: int, frame: int, noise_path: Path | None, progress=None
+    source: ModelSource,
+    robot: RobotModel,
+    episode: int,
+    frame: int,
+    noise_path: Path | None,
+    progress=None,
+    build_device: str = "cpu",
 ) -> RunInputs:
-    """Observation, noise and checkpoint (with its hash) shared by every side of a one-frame run."""
+    """Observation, noise and checkpoint (with its hash) shared by every side of a one-frame run.
+    `build_device`: where a demo model that is saved first is made (the reference side's device)."""
     from noise import load_noise
     from verify.data.observation import load_frames
-    from verify.model.checkpoint import checkpoint_sha256
 
     dataset = source.dataset_folder(progress)
     if not source.demo:
         _step(progress, f"reading episode {episode} frame {frame} of {dataset}")
     observations = load_frames(dataset, episode, [frame])
-    checkpoint = source.checkpoint_folder(observations.stats, progress)
+    checkpoint = source.checkpoint_folder(observations.stats, progress, build_device)
     noise = load_noise(noise_path) if noise_path is not None else None
     return RunInputs(
         checkpoint,
-        checkpoint_sha256(checkpoint),
+        source.checkpoint_sha256(checkpoint),
         observations,
         noise,
         str(noise_path) if noise_path else None,

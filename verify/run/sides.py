@@ -24,6 +24,7 @@ from verify.errors import InputError
 if TYPE_CHECKING:  # the dataset reader needs pyarrow and the runner torch, which the model-free commands do without
     from verify.data.observation import ObservationSet
     from verify.model.runner import Pi0Runner
+    from verify.model.seeded import SeededCheckpoint
 
 DTYPES = ("float32", "bfloat16")
 
@@ -47,7 +48,7 @@ class SideConfig:
 class RunInputs:
     """What both sides share: the same checkpoint, observation bytes and noise values."""
 
-    checkpoint: Path
+    checkpoint: Path | SeededCheckpoint
     checkpoint_sha256: str  # hashed once per run, before any model is loaded
     observations: ObservationSet
     noise: FixedNoise | None  # None: seed 0 of the policy's own shape, made once and then shared
@@ -56,8 +57,15 @@ class RunInputs:
     extra_meta: dict = field(default_factory=dict)
 
 
-def load_runner(side: SideConfig, checkpoint: Path, dataset_stats: dict | None, device: str | None = None) -> Pi0Runner:
-    """This side's pi0 on its device (or on `device`, a rank's own one); use it as a context to release it."""
+def load_runner(
+    side: SideConfig,
+    checkpoint: Path | SeededCheckpoint,
+    dataset_stats: dict | None,
+    device: str | None = None,
+    progress=None,
+) -> Pi0Runner:
+    """This side's pi0 on its device (or on `device`, a rank's own one); use it as a context to release it.
+    `progress` shows the bytes of weights read."""
     from verify.model.devices import resolve_device
     from verify.model.runner import Pi0Runner
 
@@ -67,6 +75,7 @@ def load_runner(side: SideConfig, checkpoint: Path, dataset_stats: dict | None, 
         dtype=side.dtype,
         dataset_stats=dataset_stats,
         num_inference_steps=side.num_inference_steps,
+        on_bytes=progress.bytes_done if progress is not None else None,
     )
 
 
@@ -76,7 +85,7 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
 
     step = progress.step if progress is not None else (lambda message: None)
     step(f"loading pi0 on {side.label}")
-    with load_runner(side, inputs.checkpoint, inputs.observations.stats) as runner:
+    with load_runner(side, inputs.checkpoint, inputs.observations.stats, progress=progress) as runner:
         device = runner.device
         noise = inputs.noise or make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
         check_noise_shape(noise.shape, runner.expected_noise_shape, inputs.noise_source)
@@ -105,11 +114,13 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
 
 
 def runner_facts(runner, device_info: dict) -> dict:
-    """What the provenance says about a loaded model: the device, its step count and processors."""
+    """What the provenance says about a loaded model: the device, its step count and processors, and
+    what loading and running it cost (seconds, parameters and bytes, peak host and device memory so far)."""
     return {
         "device_info": device_info,
         "num_inference_steps": int(runner.config.num_inference_steps),
         "processors": runner.processor_source,
+        "load": {**runner.load_report.as_dict(), **runner.memory.read()},
     }
 
 
@@ -118,7 +129,7 @@ def artifact_meta(
     robot: RobotModel,
     facts: dict,
     *,
-    checkpoint: Path,
+    checkpoint: Path | SeededCheckpoint,
     checkpoint_sha256: str,
     noise_sha256: str,
     noise_description: dict,
@@ -146,6 +157,7 @@ def artifact_meta(
         "checkpoint_sha256": checkpoint_sha256,
         "num_inference_steps": facts["num_inference_steps"],
         "processors": facts["processors"],
+        "load": facts["load"],
         "versions": runtime_versions(),
         "latency_ms": latency,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -22,6 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from verify.errors import InputError
 from verify.run.plan import NoiseSource, SweepPlan, SweepUnit
 from verify.run.sides import SideConfig, artifact_meta, check_action_width, load_runner, runner_facts
 from verify.run.trace import TraceRequest, TraceResult, trace_divergence
+
+if TYPE_CHECKING:
+    from verify.model.seeded import SeededCheckpoint
 
 ROW_COLUMNS = (
     "episode",
@@ -112,7 +116,7 @@ def run_side_pass(
     loader = FrameLoader(plan.dataset)
     actions, hashes, predict_seconds, latency = {}, {}, 0.0, None
     step(f"loading pi0 on {side.label}")
-    with load_runner(side, checkpoint, dataset_stats, device) as runner:
+    with load_runner(side, checkpoint, dataset_stats, device, progress) as runner:
         torch_device = runner.device
         shape = runner.expected_noise_shape
         check_action_width(runner.action_dim, checkpoint, robot)
@@ -259,7 +263,7 @@ def frame_gate_checks(plan: SweepPlan, table: FrameTable, config: GateConfig) ->
 
 @dataclass
 class SweepRequest:
-    checkpoint: Path
+    checkpoint: Path | SeededCheckpoint
     plan: SweepPlan
     checkpoint_sha256: str
     sides: tuple[SideConfig, SideConfig]  # (reference, under test)
@@ -458,7 +462,7 @@ def _timing(seconds: np.ndarray, n_units: int) -> dict:
 
 def trace_worst_unit(request: SweepRequest, outcome: SweepOutcome, trace: TraceRequest, progress=None) -> TraceResult:
     """Trace the worst unit, inside the very batch the sweep ran it in (same frames, same noise rows)."""
-    from verify.model.checkpoint import load_pi0_config
+    from verify.model.runner import noise_shape_of
 
     plan = request.plan
     worst = outcome.table.worst(1)[0]
@@ -466,8 +470,7 @@ def trace_worst_unit(request: SweepRequest, outcome: SweepOutcome, trace: TraceR
     units = [plan.units[i] for i in batch]
     frames, _ = FrameLoader(plan.dataset).load(units)
     steps = request.sides[0].num_inference_steps
-    config = load_pi0_config(Path(request.checkpoint), [] if steps is None else [f"--num_inference_steps={steps}"])
-    noise_rows = request.noise.rows(units, (1, int(config.chunk_size), int(config.max_action_dim)))
+    noise_rows = request.noise.rows(units, noise_shape_of(request.checkpoint, steps))
     if progress is not None:
         progress.total = (progress.total or 0) + 2
     return trace_divergence(
