@@ -87,9 +87,14 @@ def load_robot(name_or_path: str | Path) -> RobotModel:
         )
     try:
         document = yaml.safe_load(path.read_text())
+        if not isinstance(document, dict):
+            raise ValueError(f"the file must hold a mapping, not {type(document).__name__}")
         return _parse(document, path)
-    except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
-        raise RobotConfigError(f"{path}: invalid robot config: {error}") from None
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RobotConfigError(f"{path}: invalid robot config: {first}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RobotConfigError(f"{path}: cannot read the robot config ({error})") from None
 
 
 def _transform(entry: dict) -> np.ndarray:

@@ -162,6 +162,8 @@ def _validated(values: np.ndarray, path: Path, metadata: dict) -> FixedNoise:
             f"{path}: tensor sha256 {actual[:12]}... does not match the recorded {recorded[:12]}... (file altered?)"
         )
     seed = metadata.get("seed")
+    if seed not in (None, "") and not str(seed).lstrip("-").isdigit():
+        raise NoiseFileError(f"{path}: metadata seed {seed!r} is not an integer")
     return FixedNoise(
         values=values,
         seed=int(seed) if seed not in (None, "") else None,

@@ -46,3 +46,45 @@ def write_bytes(target: str | Path, data: bytes) -> Path:
     with atomic_path(target) as temporary:
         temporary.write_bytes(data)
     return Path(target)
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yields an empty staging folder beside `target`; on success it takes `target`'s place whole.
+
+    An existing `target` is replaced only by a complete new one: it is moved aside, the staged
+    folder renamed into place, then the old one removed. The swap holds an exclusive lock on the
+    parent folder (flock), so two runs writing the same `target` at once end with one complete
+    folder, the last to finish, never a mix. On any exception, interruptions included, the staging
+    folder is removed and `target` is left as it was.
+    """
+    import fcntl
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a report is meant to be shared
+        yield staging
+        moved = None
+        lock = os.open(target.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if target.exists() or target.is_symlink():
+                aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                moved = aside / target.name
+                os.rename(target, moved)
+            os.rename(staging, target)
+        except BaseException:
+            if moved is not None and not target.exists():
+                os.rename(moved, target)  # interrupted between the two renames: the old folder goes back
+            raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            os.close(lock)
+        if moved is not None:
+            shutil.rmtree(moved.parent, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

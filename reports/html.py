@@ -141,8 +141,8 @@ def _load_rows(meta: dict) -> dict[str, str]:
 
 
 def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
-    """One row per fact, reference beside under test; nested dicts (device_info, noise, observation) one "
-    "row per field."""
+    """One row per fact, reference beside under test; nested dicts (device_info, noise, observation) one
+    row per field."""
     rows = []
 
     def add(label, ref_value, dut_value, kind="text"):

@@ -88,3 +88,23 @@ def demo_dataset(demo_cache):
     from verify.data.demo_dataset import ensure_demo_dataset
 
     return ensure_demo_dataset(demo_cache)
+
+
+@pytest.fixture(scope="session")
+def mid_checkpoint(tmp_path_factory, demo_dataset):
+    """~290M parameters (vocabulary 98304, Gemmas 1024 and 512 wide), seeded, saved by lerobot: big enough
+    that the model, not the activations and the interpreter's own allocations (~50 MiB), is what a side
+    adds to its memory, and that loading it takes long enough to be interrupted."""
+    import torch
+
+    from verify.data.observation import load_frames
+    from verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
+    from verify.model.tiny import load_tiny_profile
+
+    profile = load_tiny_profile()
+    profile["vlm"].update(width=1024, mlp_dim=4096, head_dim=128)
+    profile["action_expert"].update(width=512, mlp_dim=2048, head_dim=128)
+    profile["vocab_size"] = 98304
+    stats = load_frames(demo_dataset, 0, [0]).stats
+    target = tmp_path_factory.mktemp("mid") / "mid_pi0"
+    return save_seeded_checkpoint(SeededCheckpoint(profile, 0, stats), target, torch.device("cpu"))

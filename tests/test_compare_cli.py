@@ -79,16 +79,29 @@ def test_tight_bound_fails_the_gate_with_exit_1_and_junit_says_which(pair, tmp_p
     assert failed == ["position ATE max <= 1e-06 m"]
 
 
-def test_nonfinite_actions_fail_the_gate(pair, tmp_path):
+def test_nonfinite_actions_fail_the_gate_naming_the_first_bad_step_and_joint(pair, tmp_path):
     reference, _, actions = pair
     broken = actions.copy()
     broken[1, 7, 2] = np.nan
+    broken[1, 9:12, 4] = np.inf
     under_test = save_artifact(make_artifact(broken), tmp_path / "nan.npz")
-    result = run_cli("compare", reference, under_test, "--json", tmp_path / "s.json")
+    out = tmp_path / "report"
+    result = run_cli("compare", reference, under_test, "--json", tmp_path / "s.json", "--out", out)
     assert result.returncode == 1
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["pass"] is False and summary["finite"] is False
     assert summary["position"]["rmse"] is None  # NaN is written as null
+    finite = next(check for check in summary["checks"] if check["name"] == "finite")
+    assert finite["message"] == (
+        "under test: 4 non-finite action values (NaN/Inf), the first at chunk 1 step 7 joint elbow_flex"
+    )
+    assert "chunk 1 step 7 joint elbow_flex" in result.stdout and "chunk 1 step 7" in (out / "junit.xml").read_text()
+    page = (out / "index.html").read_text()  # the report still draws every finite value
+    assert "step 7 joint elbow_flex" in page and all((out / name).is_file() for name in ("position_error.png",))
+    # A reference that is itself non-finite is named as the reference's fault.
+    swapped = run_cli("compare", under_test, reference, "--json", tmp_path / "r.json")
+    assert swapped.returncode == 1
+    assert "the REFERENCE itself: 4 non-finite" in swapped.stdout and "under test:" not in swapped.stdout
 
 
 def test_bare_npy_in_radians_equals_the_degree_artifact(pair, tmp_path):

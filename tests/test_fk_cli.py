@@ -50,8 +50,8 @@ def test_fk_bad_csv_is_one_line_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_fk_of_a_recorded_episode_with_its_plot(demo_dataset, tmp_path):
-    """A recorded episode's end-effector path, read from a LeRobot dataset written by lerobot (the "
-    "session's demo_dataset)."""
+    """A recorded episode's end-effector path, read from a LeRobot dataset written by lerobot (the
+    session's demo_dataset)."""
     from verify.data.observation import episode_joint_path
 
     dataset = demo_dataset

@@ -221,25 +221,6 @@ def test_checkpoint_hash_is_cached_while_paths_sizes_and_times_stay(tmp_path):
 # ---------------------------------------------------------------- memory
 
 
-@pytest.fixture(scope="module")
-def mid_checkpoint(tmp_path_factory, demo_dataset):
-    """~290M parameters (vocabulary 98304, Gemmas 1024 and 512 wide): big enough that the model, not the
-    activations and the interpreter's own allocations (~50 MiB), is what a side adds to its memory."""
-    import torch
-
-    from verify.data.observation import load_frames
-    from verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
-    from verify.model.tiny import load_tiny_profile
-
-    profile = load_tiny_profile()
-    profile["vlm"].update(width=1024, mlp_dim=4096, head_dim=128)
-    profile["action_expert"].update(width=512, mlp_dim=2048, head_dim=128)
-    profile["vocab_size"] = 98304
-    stats = load_frames(demo_dataset, 0, [0]).stats
-    target = tmp_path_factory.mktemp("mid") / "mid_pi0"
-    return save_seeded_checkpoint(SeededCheckpoint(profile, 0, stats), target, torch.device("cpu"))
-
-
 @pytest.mark.slow
 def test_a_bfloat16_side_takes_bfloat16_memory(mid_checkpoint, demo_dataset, tmp_path):
     added = {}

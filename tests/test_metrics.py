@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from kinematics import Poses
 from kinematics.rotations import geodesic_angle, matrix_to_quaternion, quaternion_to_matrix
 from verify.compare.gate import GateConfig, judge
-from verify.compare.metrics import AbsoluteTrajectoryError, ErrorStatistics, joint_max_abs_errors
+from verify.compare.metrics import AbsoluteTrajectoryError, ErrorStatistics, NonFinite, joint_max_abs_errors
 
 
 def _poses(positions, rotations) -> Poses:
@@ -100,10 +100,23 @@ def test_nonfinite_errors_make_every_statistic_nan_and_fail_the_gate():
     broken = _poses([[0, 0, 0], [np.nan, 0, 0]], np.broadcast_to(np.eye(3), (2, 3, 3)))
     position = AbsoluteTrajectoryError.position(zero, broken)
     orientation = AbsoluteTrajectoryError.orientation(zero, zero)
-    result = judge(position, orientation, n_nonfinite_actions=1, config=GateConfig(0.03, 0.2))
+    names = ["a", "b", "c"]
+    broken_actions = np.zeros((1, 2, 3))
+    broken_actions[0, 1, 2] = np.inf
+    result = judge(
+        position,
+        orientation,
+        NonFinite.of(np.zeros((1, 2, 3))),
+        NonFinite.of(broken_actions),
+        names,
+        GateConfig(0.03, 0.2),
+    )
     assert not result.passed
     assert not result.check("position").passed and not result.check("finite").passed
     assert result.check("orientation").passed
+    assert result.check("finite").message == (
+        "under test: 1 non-finite action values (NaN/Inf), the first at chunk 0 step 1 joint c"
+    )
 
 
 def test_gate_uses_the_chosen_statistic_and_says_by_how_much():
@@ -111,8 +124,9 @@ def test_gate_uses_the_chosen_statistic_and_says_by_how_much():
     under_test = _poses([[0, 0, 0], [0, 0, 0], [0, 0, 0], [0.1, 0, 0]], np.broadcast_to(np.eye(3), (4, 3, 3)))
     position = AbsoluteTrajectoryError.position(reference, under_test)
     orientation = AbsoluteTrajectoryError.orientation(reference, under_test)
-    assert judge(position, orientation, 0, GateConfig(0.03, 0.2, "median")).passed  # median 0
-    by_rmse = judge(position, orientation, 0, GateConfig(0.03, 0.2, "rmse"))  # rmse 0.05
+    finite = NonFinite(0, None)
+    assert judge(position, orientation, finite, finite, [], GateConfig(0.03, 0.2, "median")).passed  # median 0
+    by_rmse = judge(position, orientation, finite, finite, [], GateConfig(0.03, 0.2, "rmse"))  # rmse 0.05
     assert not by_rmse.passed
     assert "position rmse 0.05 m OVER bound 0.03 m by 0.02 m" in by_rmse.check("position").message
     with pytest.raises(ValueError, match="--stat"):

@@ -7,8 +7,10 @@ and writes each requested file exactly once, index.html last, so a page that exi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,12 +19,13 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 
 from noise import FixedNoise, save_noise
-from reports.atomic import atomic_path, write_text
+from reports.atomic import atomic_folder, atomic_path, write_text
 from reports.data import ReportArrays, SweepArrays, WorstFrame
 from reports.summary_files import write_json, write_junit, write_markdown
 from verify.compare.artifact import save_artifact
 from verify.compare.comparator import ComparisonResult
 from verify.compare.metrics import STATISTICS
+from verify.errors import InputError
 
 if TYPE_CHECKING:
     from verify.run.sweep import FrameTable, SweepOutcome
@@ -42,6 +45,43 @@ class OutputPaths:
     out_dir: Path | None = None
     json_path: Path | None = None
     junit_path: Path | None = None
+
+    def check(self) -> None:
+        """Refuse (InputError) places that cannot take the results, before any work is done."""
+        if self.out_dir is not None:
+            check_output_folder(Path(self.out_dir))
+        for path in (self.json_path, self.junit_path):
+            if path is not None:
+                check_output_file(Path(path))
+
+    def owner_of(self, filename: str | None) -> Path:
+        """Which requested output a failed file operation was for (for the error message)."""
+        requested = [Path(p) for p in (self.out_dir, self.json_path, self.junit_path) if p is not None]
+        for path in requested:
+            if filename and str(filename).startswith(str(path.parent)):
+                return path
+        return requested[0] if requested else Path(".")
+
+
+def check_output_folder(path: Path) -> None:
+    """A report folder can be put at `path`: not an existing file, in a writable place (InputError)."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; --out needs a folder for the report")
+    _check_writable(path)
+
+
+def check_output_file(path: Path) -> None:
+    """A file can be written at `path`: not an existing folder, in a writable place (InputError)."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; a file path is needed here")
+    _check_writable(path)
+
+
+def _check_writable(path: Path) -> None:
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    folder = existing if existing.is_dir() else existing.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write there ({folder} is read-only or not writable)")
 
 
 def publish(
@@ -68,17 +108,24 @@ def publish(
         summary["trace"] = trace.summary(full=False)
         if outputs.out_dir is not None:
             summary["trace"]["file"] = TRACE_JSON
-    for line in verdict_lines(summary, trace, sweep is not None):
+    lines = verdict_lines(summary, trace, sweep is not None)
+    try:
+        # Everything is staged first and put in place together at the end: an error or an interruption
+        # leaves none of the requested files (and an existing report folder as it was).
+        with contextlib.ExitStack() as stack:
+            if outputs.out_dir is not None:
+                staging = stack.enter_context(atomic_folder(outputs.out_dir))
+                _write_report_folder(staging, summary, result, sweep, worst_count, trace, save_artifacts, noise)
+                lines.append(f"report: {Path(outputs.out_dir) / 'index.html'}")
+            if outputs.json_path is not None:
+                write_json(summary, stack.enter_context(atomic_path(outputs.json_path)))
+            if outputs.junit_path is not None:
+                write_junit(summary, stack.enter_context(atomic_path(outputs.junit_path)))
+    except OSError as error:
+        where = outputs.owner_of(error.filename)
+        raise InputError(f"{where}: cannot write the results there ({error.strerror or error})") from None
+    for line in lines:
         print(line, file=stream)
-    if outputs.out_dir is not None:
-        page = _write_report_folder(
-            Path(outputs.out_dir), summary, result, sweep, worst_count, trace, save_artifacts, noise
-        )
-        print(f"report: {page}", file=stream)
-    if outputs.json_path is not None:
-        write_json(summary, outputs.json_path)
-    if outputs.junit_path is not None:
-        write_junit(summary, outputs.junit_path)
     return summary
 
 

@@ -311,7 +311,9 @@ class OutputArgs:
         out = args.out
         if out is None and getattr(args, "demo", False):
             out = self.demo_out
-        return OutputPaths(out, args.json, args.junit)
+        outputs = OutputPaths(out, args.json, args.junit)
+        outputs.check()
+        return outputs
 
 
 class TraceArgs:

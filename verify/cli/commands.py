@@ -33,7 +33,13 @@ def _parser(prog: str, description: str, *groups) -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=description)
     for group in groups:
         group.add_to_parser(parser)
+    _add_debug(parser)
     return parser
+
+
+def _add_debug(parser: ArgumentParser) -> None:
+    # verify.cli.main takes --debug out before any parser runs; declared here so that -h lists it.
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or VERIFY_ATE_DEBUG=1)")
 
 
 def main_form(argv: list[str]) -> int:
@@ -136,6 +142,7 @@ def compare(argv: list[str]) -> int:
 
 def noise(argv: list[str]) -> int:
     parser = ArgumentParser(prog="verify-ate noise", description="Fixed-noise files.")
+    _add_debug(parser)
     sub = parser.add_subparsers(dest="action", required=True, parser_class=ArgumentParser)
     make = sub.add_parser("make", help="draw seeded Gaussian noise into a safetensors file")
     make.add_argument("--seed", type=int, required=True)

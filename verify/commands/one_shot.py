@@ -13,7 +13,7 @@ from verify.compare.comparator import compare
 from verify.compare.gate import GateConfig
 from verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
 from verify.progress import Progress
-from verify.publish import OutputPaths, publish
+from verify.publish import OutputPaths, check_output_file, publish
 from verify.run.inputs import ModelSource, prepare_inputs
 from verify.run.sides import SideConfig, run_side
 from verify.run.trace import TraceRequest, trace_one_frame
@@ -76,6 +76,7 @@ def run_one_side(
 
     if save.suffix != ".npz":
         raise InputError(f"{save}: --save writes a .npz trajectory artifact")
+    check_output_file(save)
     resolve_device(side.device)
     if source.demo:
         print(source.note, file=sys.stderr)

@@ -45,10 +45,6 @@ class TrajectoryArtifact:
     def label(self) -> str:
         return str(self.path) if self.path else str(self.meta.get("device", "trajectory"))
 
-    @property
-    def n_nonfinite(self) -> int:
-        return int(np.sum(~np.isfinite(self.actions)))
-
 
 def save_artifact(artifact: TrajectoryArtifact, path: str | Path) -> Path:
     missing = [key for key in REQUIRED_META if key not in artifact.meta]
@@ -93,17 +89,26 @@ def load_artifact(
         if "pickle" in str(error).lower():
             raise InputError(f"{path}: holds pickled objects, which are never loaded (save plain arrays)") from None
         raise InputError(f"{path}: unreadable npz ({error})") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise InputError(f"{path}: unreadable npz ({error})") from None
+    except Exception as error:  # zip and npy readers raise many types for damaged bytes (even "encrypted")
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{path}: unreadable npz ({type(error).__name__}: {first})") from None
     if meta_array.ndim != 0 or meta_array.dtype.kind not in "US":
         raise InputError(f"{path}: 'meta' must be a 0-d string array of JSON")
     try:
         meta = json.loads(str(meta_array))
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: 'meta' is not JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path}: 'meta' must be a JSON object, not {type(meta).__name__}")
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise InputError(f"{path}: meta lacks {', '.join(missing)}")
+    names = meta["joint_names"]
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InputError(f"{path}: meta joint_names must be a list of names")
+    for key in ("robot", "noise_sha256", "observation_sha256", "checkpoint_sha256"):
+        if meta[key] is not None and not isinstance(meta[key], str):
+            raise InputError(f"{path}: meta {key} must be text, not {type(meta[key]).__name__}")
     if meta["schema"] != SCHEMA:
         raise InputError(f"{path}: schema {meta['schema']!r} is not {SCHEMA!r}")
     if meta["units"] not in ("deg", "rad"):
@@ -120,12 +125,14 @@ def _load_bare_npy(
         raise InputError(f"{path}: a bare .npy needs --units deg or --units rad")
     try:
         actions = np.load(path, allow_pickle=False)
-    except ValueError as error:
+    except Exception as error:  # numpy raises many types for damaged bytes
         if "pickle" in str(error).lower():
             raise InputError(f"{path}: holds pickled objects, which are never loaded (save a plain array)") from None
-        raise InputError(f"{path}: not a readable .npy array ({error})") from None
-    except OSError as error:
-        raise InputError(f"{path}: not a readable .npy array ({error})") from None
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{path}: not a readable .npy array ({first})") from None
+    if not isinstance(actions, np.ndarray):
+        actions.close()
+        raise InputError(f"{path}: holds an .npz archive, not one .npy array (rename it to .npz)")
     if actions.ndim == 2:
         actions = actions[None]
     names = list(joint_names or [])

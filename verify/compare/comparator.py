@@ -9,7 +9,7 @@ import numpy as np
 from kinematics import Poses, RobotModel, dataset_forward_kinematics
 from verify.compare.artifact import TrajectoryArtifact
 from verify.compare.gate import GateConfig, GateResult, judge
-from verify.compare.metrics import AbsoluteTrajectoryError, joint_max_abs_errors
+from verify.compare.metrics import AbsoluteTrajectoryError, NonFinite, joint_max_abs_errors
 from verify.errors import InputError
 
 
@@ -36,8 +36,8 @@ class ComparisonResult:
         return int(self.position.errors.size)
 
     def summary(self) -> dict:
-        """The JSON summary of the file contract (README.md "Files"; metres and radians; joints in the "
-        "artifacts' units)."""
+        """The JSON summary of the file contract (README.md "Files"): metres and radians, joints in the
+        artifacts' units."""
 
         def series(ate: AbsoluteTrajectoryError, threshold: float) -> dict:
             check = self.gate.check(ate.name)
@@ -132,7 +132,7 @@ def compare(
     ref_units = _to_units(reference.actions, reference.meta["units"], reference.meta["units"])
     dut_units = _to_units(under_test.actions, under_test.meta["units"], reference.meta["units"])
     joint_errors = joint_max_abs_errors(ref_units, dut_units, robot.dataset_joint_names)
-    n_nonfinite = reference.n_nonfinite + under_test.n_nonfinite
+    nonfinite = (NonFinite.of(reference.actions), NonFinite.of(under_test.actions))
     return ComparisonResult(
         reference,
         under_test,
@@ -142,7 +142,7 @@ def compare(
         position,
         orientation,
         joint_errors,
-        judge(position, orientation, n_nonfinite, config),
+        judge(position, orientation, *nonfinite, robot.dataset_joint_names, config),
         config,
         force,
     )

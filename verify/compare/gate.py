@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from verify.compare.metrics import GATEABLE_STATISTICS, AbsoluteTrajectoryError
+from verify.compare.metrics import GATEABLE_STATISTICS, AbsoluteTrajectoryError, NonFinite
 from verify.configs import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
 
@@ -77,24 +78,30 @@ def _bound_check(ate: AbsoluteTrajectoryError, threshold: float, statistic: str)
 def judge(
     position: AbsoluteTrajectoryError,
     orientation: AbsoluteTrajectoryError,
-    n_nonfinite_actions: int,
+    reference: NonFinite,
+    under_test: NonFinite,
+    joint_names: Sequence[str],
     config: GateConfig,
 ) -> GateResult:
-    finite = GateCheck(
-        name="finite",
-        passed=n_nonfinite_actions == 0,
-        value=float(n_nonfinite_actions),
-        threshold=0.0,
-        unit="values",
-        statistic=None,
-        message="all actions finite"
-        if n_nonfinite_actions == 0
-        else f"{n_nonfinite_actions} non-finite action values (NaN/Inf)",
-    )
+    """The bound checks, and the finiteness check that names the side at fault and its first bad value."""
     return GateResult(
         (
             _bound_check(position, config.position_tolerance_m, config.statistic),
             _bound_check(orientation, config.orientation_tolerance_rad, config.statistic),
-            finite,
+            _finite_check(reference, under_test, joint_names),
         )
     )
+
+
+def _finite_check(reference: NonFinite, under_test: NonFinite, joint_names: Sequence[str]) -> GateCheck:
+    parts = []
+    if under_test.count:
+        parts.append(f"under test: {under_test.describe(joint_names)}")
+    if reference.count:
+        parts.append(
+            f"the REFERENCE itself: {reference.describe(joint_names)} (the reference run is broken, not only the "
+            "device under test)"
+        )
+    count = reference.count + under_test.count
+    message = "; ".join(parts) if parts else "all actions finite"
+    return GateCheck("finite", count == 0, float(count), 0.0, "values", None, message)

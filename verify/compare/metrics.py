@@ -108,6 +108,31 @@ class AbsoluteTrajectoryError:
         return cls("orientation", SERIES_UNITS["orientation"], errors, ErrorStatistics.of(errors))
 
 
+@dataclass(frozen=True)
+class NonFinite:
+    """Where an action array [N, T, J] holds NaN or Inf: how many values, and the first (chunk, step, joint)."""
+
+    count: int
+    first: tuple[int, int, int] | None
+
+    @classmethod
+    def of(cls, actions: np.ndarray) -> NonFinite:
+        bad = ~np.isfinite(np.asarray(actions))
+        count = int(bad.sum())
+        if count == 0:
+            return cls(0, None)
+        chunk, step, joint = (int(i) for i in np.argwhere(bad.reshape(-1, *bad.shape[-2:]))[0])
+        return cls(count, (chunk, step, joint))
+
+    def describe(self, joint_names: Sequence[str]) -> str:
+        """`12 non-finite action values (NaN/Inf), the first at chunk 0 step 17 joint elbow_flex`."""
+        if self.first is None:
+            return "all actions finite"
+        chunk, step, joint = self.first
+        name = joint_names[joint] if joint < len(joint_names) else f"#{joint}"
+        return f"{self.count} non-finite action values (NaN/Inf), the first at chunk {chunk} step {step} joint {name}"
+
+
 def joint_max_abs_errors(
     reference_actions: np.ndarray, dut_actions: np.ndarray, joint_names: Sequence[str]
 ) -> dict[str, float]:

@@ -28,6 +28,8 @@ READABLE_MAJOR = 3  # lerobot 0.6.1 reads codebase_version v3.x
 # (seen on machines without FFmpeg); PyAV ships its own FFmpeg, so ask for it directly.
 VIDEO_BACKEND = "pyav"
 INFO_FILE = Path("meta") / "info.json"
+# Where an episode's frames lie in each camera's video file (meta/episodes columns, v3.0).
+VIDEO_COLUMNS = ("chunk_index", "file_index", "from_timestamp", "to_timestamp")
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def episode_row(layout: DatasetLayout, episode: int) -> dict:
     """The meta/episodes row of one episode (length, data and video file indices)."""
     _check_episode(layout, episode)
     columns = ["episode_index", "length", "data/chunk_index", "data/file_index"]
-    columns += [f"videos/{key}/{part}" for key in layout.video_keys for part in ("chunk_index", "file_index")]
+    columns += [f"videos/{key}/{part}" for key in layout.video_keys for part in VIDEO_COLUMNS]
     table = _episodes_table(layout, columns).to_pylist()
     rows = [row for row in table if row["episode_index"] == episode]
     if len(rows) != 1:
@@ -162,15 +164,17 @@ def episode_row(layout: DatasetLayout, episode: int) -> dict:
     return rows[0]
 
 
+def _video_file(layout: DatasetLayout, row: dict, key: str) -> str:
+    """The video file (relative to the dataset) holding camera `key` of the episode in `row`."""
+    return layout.info["video_path"].format(
+        video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
+    )
+
+
 def _check_episode_files(layout: DatasetLayout, row: dict) -> None:
     """The data and video files the episode needs, as info.json's path templates name them."""
     needed = [layout.info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])]
-    for key in layout.video_keys:
-        needed.append(
-            layout.info["video_path"].format(
-                video_key=key, chunk_index=row[f"videos/{key}/chunk_index"], file_index=row[f"videos/{key}/file_index"]
-            )
-        )
+    needed += [_video_file(layout, row, key) for key in layout.video_keys]
     for relative in needed:
         if not (layout.root / relative).is_file():
             raise InputError(f"{layout.root}: episode {row['episode_index']} needs {relative}, which is missing")
@@ -233,8 +237,11 @@ def load_frames(dataset_dir: str | Path, episode: int, frames: Sequence[int]) ->
         items = [dataset[position[int(frame)]] for frame in frames]
     except InputError:
         raise
-    except Exception as error:  # a corrupt file surfaces in many library types; name the dataset instead
+    except Exception as error:  # a corrupt file surfaces in many library types: find which file it is
         first_line = (str(error).strip().splitlines() or [""])[0]
+        broken = _broken_video(layout, row)
+        if broken is not None:
+            raise InputError(broken) from None
         raise InputError(
             f"{layout.root}: lerobot could not read episode {episode} ({type(error).__name__}: {first_line})"
         ) from None
@@ -264,6 +271,36 @@ def load_frames(dataset_dir: str | Path, episode: int, frames: Sequence[int]) ->
         description=description,
         features=dict(dataset.meta.features),
     )
+
+
+def _broken_video(layout: DatasetLayout, row: dict) -> str | None:
+    """'FILE: problem' for the first of the episode's video files that does not decode to every frame of
+    the episode (lerobot's decoder says only that a timestamp was not found), else None."""
+    import av
+
+    fps = float(layout.info.get("fps") or 0)
+    for key in layout.video_keys:
+        path = layout.root / _video_file(layout, row, key)
+        start, stop = float(row[f"videos/{key}/from_timestamp"]), float(row[f"videos/{key}/to_timestamp"])
+        expected = round((stop - start) * fps) if fps else None
+        decoded = 0
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                for frame in container.decode(stream):
+                    if frame.time is None or frame.time >= stop - 0.5 / max(fps, 1):
+                        break
+                    if frame.time >= start - 0.5 / max(fps, 1):
+                        decoded += 1
+        except Exception as error:  # PyAV raises its own error types for every kind of damage
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            return f"{path}: corrupt video, camera {key} of episode {row['episode_index']} ({first_line})"
+        if expected is not None and decoded < expected:
+            return (
+                f"{path}: truncated or corrupt video: camera {key} of episode {row['episode_index']} decodes to "
+                f"{decoded} of its {expected} frames"
+            )
+    return None
 
 
 def episode_joint_path(dataset_dir: str | Path, episode: int, key: str = "observation.state") -> np.ndarray:

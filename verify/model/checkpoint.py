@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import sys
 import time
@@ -28,6 +29,8 @@ from verify.model.devices import check_fits, library_version
 from verify.model.weights import INDEX_FILE, WEIGHTS_FILE, CheckpointWeights, checkpoint_weights, read_into, read_tensor
 
 CONFIG_FILE = "config.json"
+PREPROCESSOR_FILE = "policy_preprocessor.json"
+POSTPROCESSOR_FILE = "policy_postprocessor.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # fast (tokenizers) or sentencepiece
 # Files that define the model besides its weights: configs, processor statistics, tokenizer.
 HASHED_SUFFIXES = (".safetensors", ".json", ".model")
@@ -39,23 +42,51 @@ LM_HEAD = "model.paligemma_with_expert.paligemma.lm_head.weight"
 
 
 def check_checkpoint_folder(folder: Path) -> None:
-    """The folder exists and holds a config and weights (InputError naming what is missing)."""
+    """Everything about a checkpoint folder that can be checked without building a model, before any
+    heavy work: config.json (a JSON object of type pi0), the weight files' headers (sizes, shards),
+    a tokenizer file that parses, processor pipelines whose statistics files are there. InputError
+    naming the file and the problem."""
     if not folder.is_dir():
         raise InputError(f"{folder}: checkpoint folder not found")
-    if not (folder / CONFIG_FILE).is_file():
-        raise InputError(f"{folder}: not a lerobot checkpoint folder (no {CONFIG_FILE})")
-    if not (folder / WEIGHTS_FILE).is_file() and not (folder / INDEX_FILE).is_file():
-        raise InputError(f"{folder}: not a lerobot checkpoint folder (no {WEIGHTS_FILE})")
-
-
-def load_checkpoint_tokenizer(folder: Path):
-    """The checkpoint's own tokenizer (never the hub): AutoTokenizer on the folder, offline."""
+    config = _json_file(folder / CONFIG_FILE, "config", required=True)
+    if not isinstance(config, dict):
+        raise InputError(f"{folder / CONFIG_FILE}: not a policy config (a JSON object is expected)")
+    if config.get("type") != "pi0":
+        raise InputError(f"{folder / CONFIG_FILE}: policy type is {config.get('type')!r}, not 'pi0'")
+    checkpoint_weights(folder)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(
             f"{folder}: no tokenizer in the checkpoint folder (needs {' or '.join(TOKENIZER_FILES)} "
             "with tokenizer_config.json; save the PaliGemma tokenizer there with "
             "AutoTokenizer.from_pretrained(...).save_pretrained(folder)); the hub is never used"
         )
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        _json_file(folder / name, "tokenizer file")
+    for name in (PREPROCESSOR_FILE, POSTPROCESSOR_FILE):
+        pipeline = _json_file(folder / name, "processor pipeline")
+        steps = pipeline.get("steps") if isinstance(pipeline, dict) else None
+        if pipeline is not None and not isinstance(steps, list):
+            raise InputError(f"{folder / name}: not a processor pipeline (no list of steps)")
+        for step in steps or []:
+            state_file = step.get("state_file") if isinstance(step, dict) else None
+            if state_file and not (folder / state_file).is_file():
+                raise InputError(f"{folder / state_file}: missing; {name} reads its statistics from it")
+
+
+def _json_file(path: Path, what: str, required: bool = False) -> Any:
+    if not path.is_file():
+        if required:
+            raise InputError(f"{path.parent}: not a lerobot checkpoint folder (no {path.name})")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"{path}: not a readable {what} ({type(error).__name__}: {error})") from None
+
+
+def load_checkpoint_tokenizer(folder: Path):
+    """The checkpoint's own tokenizer (never the hub): AutoTokenizer on the folder, offline (the folder
+    has passed `check_checkpoint_folder`)."""
     from transformers import AutoTokenizer
 
     try:
@@ -76,12 +107,12 @@ def load_pi0_config(folder: Path, overrides: list[str] = ()):
     from lerobot.policies.pi0 import PI0Config
 
     path = folder / CONFIG_FILE
-    try:
-        with quiet():
+    try:  # draccus reports a bad field as an argparse usage text on stderr and SystemExit
+        with quiet(), contextlib.redirect_stderr(io.StringIO()):
             config = PreTrainedConfig.from_pretrained(
                 str(folder), local_files_only=True, cli_overrides=[*overrides, "--device=cpu"]
             )
-    except Exception as error:  # draccus reports unknown/invalid fields with its own error types
+    except (Exception, SystemExit) as error:  # draccus reports unknown/invalid fields with its own error types
         raise InputError(
             f"{path}: lerobot {library_version('lerobot')} cannot parse this config ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); a checkpoint from an older lerobot "

@@ -7,10 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from verify.errors import InputError
-from verify.model.checkpoint import quiet
+from verify.model.checkpoint import POSTPROCESSOR_FILE, PREPROCESSOR_FILE, quiet
 
-PREPROCESSOR_FILE = "policy_preprocessor.json"
-POSTPROCESSOR_FILE = "policy_postprocessor.json"
 STATE_KEY = "observation.state"
 
 

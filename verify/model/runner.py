@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,13 +38,17 @@ from verify.model.weights import checkpoint_weights
 DTYPES = ("float32", "bfloat16")
 
 
-def noise_shape_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> tuple[int, int, int]:
-    """[1, chunk_size, max_action_dim]: the noise a checkpoint's policy takes, read from its config."""
+def policy_config_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> Any:
+    """The PI0Config a checkpoint's policy is built from, without building it (cheap)."""
     if isinstance(checkpoint, SeededCheckpoint):
-        config = checkpoint.config("float32", "cpu", num_inference_steps)
-    else:
-        steps = [] if num_inference_steps is None else [f"--num_inference_steps={int(num_inference_steps)}"]
-        config = load_pi0_config(Path(checkpoint), steps)
+        return checkpoint.config("float32", "cpu", num_inference_steps)
+    steps = [] if num_inference_steps is None else [f"--num_inference_steps={int(num_inference_steps)}"]
+    return load_pi0_config(Path(checkpoint), steps)
+
+
+def noise_shape_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> tuple[int, int, int]:
+    """[1, chunk_size, max_action_dim]: the noise a checkpoint's policy takes."""
+    config = policy_config_of(checkpoint, num_inference_steps)
     return (1, int(config.chunk_size), int(config.max_action_dim))
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from kinematics import RobotModel
 from verify.errors import InputError
-from verify.run.sides import RunInputs
+from verify.run.sides import RunInputs, check_cameras
 
 if TYPE_CHECKING:  # the model packages load torch, which the model-free commands do without
     from verify.model.seeded import SeededCheckpoint
@@ -39,6 +39,8 @@ class ModelSource:
             raise InputError(f"--size {self.size!r}: one of {', '.join(MODEL_SIZES)}")
         if not self.demo and (self.size != "tiny" or self.save_checkpoint is not None):
             raise InputError("--size and --save-checkpoint choose and keep the demo's model: add --demo")
+        if self.demo and (self.checkpoint or self.dataset):
+            raise InputError("--demo brings its own checkpoint and dataset; drop --checkpoint/--dataset or --demo")
 
     @property
     def note(self) -> str:
@@ -53,8 +55,6 @@ class ModelSource:
     def dataset_folder(self, progress=None) -> Path:
         """The dataset of this run (after checking the source is complete); under `demo`, written by lerobot
         on first use. Checked here, not at parse time, so that a missing device is reported first (exit 3)."""
-        if self.demo and (self.checkpoint or self.dataset):
-            raise InputError("--demo brings its own checkpoint and dataset; drop --checkpoint/--dataset or --demo")
         if not self.demo:
             missing = [
                 flag
@@ -64,8 +64,9 @@ class ModelSource:
             if missing:
                 raise InputError(f"{' and '.join(missing)} required (or --demo for the embedded default)")
             assert self.checkpoint is not None and self.dataset is not None
-            if not self.checkpoint.is_dir():
-                raise InputError(f"{self.checkpoint}: checkpoint folder not found")
+            from verify.model.checkpoint import check_checkpoint_folder
+
+            check_checkpoint_folder(self.checkpoint)  # before any frame is decoded or model built
             return self.dataset
         from verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset
 
@@ -138,6 +139,7 @@ def prepare_inputs(
         _step(progress, f"reading episode {episode} frame {frame} of {dataset}")
     observations = load_frames(dataset, episode, [frame])
     checkpoint = source.checkpoint_folder(observations.stats, progress, build_device)
+    check_cameras(observations.features, str(observations.description["dataset"]), checkpoint)
     noise = load_noise(noise_path) if noise_path is not None else None
     return RunInputs(
         checkpoint,

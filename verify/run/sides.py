@@ -178,6 +178,21 @@ def check_action_names(features: dict, dataset: str, robot: RobotModel) -> None:
         )
 
 
+def check_cameras(features: dict, dataset: str, checkpoint: Path | SeededCheckpoint) -> None:
+    """Every camera the checkpoint's policy reads must be in the dataset (info.json `features`); checked
+    from the config, before any model is loaded."""
+    from verify.model.runner import policy_config_of
+
+    cameras = list(policy_config_of(checkpoint).image_features)
+    missing = [camera for camera in cameras if camera not in features]
+    if missing:
+        have = sorted(key for key, feature in features.items() if feature.get("dtype") in ("video", "image"))
+        raise InputError(
+            f"{Path(dataset) / 'meta' / 'info.json'}: no camera {missing[0]!r}, which the checkpoint "
+            f"{checkpoint} expects (the dataset has {', '.join(have) or 'no camera'})"
+        )
+
+
 def check_action_width(action_dim: int, checkpoint: Path, robot: RobotModel) -> None:
     """The policy must output one value per robot joint."""
     if action_dim != len(robot.dataset_joint_names):
