@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,21 @@ class RobotModel:
     def kinematic_indices(self) -> np.ndarray:
         """Where each kinematic joint sits in a dataset vector."""
         return np.array([self.dataset_joint_names.index(name) for name in self.joint_names])
+
+    def dataset_name_prefix(self, names: Sequence[str]) -> str | None:
+        """The arm prefix under which `names` are this robot's dataset joints, in order: '' for the robot's
+        own names, e.g. 'main_' for v2-era Koch recordings (main_shoulder_pan, ...) or 'follower_'; None
+        when they are not (a different robot, another order, another count)."""
+        names = [str(name) for name in names]
+        if len(names) != len(self.dataset_joint_names):
+            return None
+        first, own = names[0], self.dataset_joint_names[0]
+        if not first.endswith(own):
+            return None
+        prefix = first[: len(first) - len(own)]
+        if prefix and not prefix.endswith(("_", ".", "/", "-")):
+            return None  # "xgripper" is not an arm prefix
+        return prefix if names == [prefix + name for name in self.dataset_joint_names] else None
 
     def dataset_to_model(self, q_dataset: np.ndarray, units: str | None = None) -> np.ndarray:
         """[..., n_dataset] in dataset units -> [..., n_kinematic] model radians."""

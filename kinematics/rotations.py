@@ -50,6 +50,21 @@ def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     return quaternion / np.linalg.norm(quaternion, axis=-1, keepdims=True)
 
 
+def matrix_to_rpy(rotation: np.ndarray) -> np.ndarray:
+    """[..., 3, 3] -> [..., 3] roll, pitch, yaw (rad) with R = Rz(yaw) Ry(pitch) Rx(roll), the Ascend guide's
+    pose convention. Pitch lies in [-pi/2, pi/2]; at +-pi/2 (gimbal lock) roll and yaw are not unique."""
+    r = np.asarray(rotation, dtype=np.float64)
+    roll = np.arctan2(r[..., 2, 1], r[..., 2, 2])
+    pitch = np.arctan2(-r[..., 2, 0], np.hypot(r[..., 2, 1], r[..., 2, 2]))
+    yaw = np.arctan2(r[..., 1, 0], r[..., 0, 0])
+    return np.stack([roll, pitch, yaw], axis=-1)
+
+
+def wrap_angle(angle: np.ndarray) -> np.ndarray:
+    """Angles wrapped into [-pi, pi)."""
+    return (np.asarray(angle, dtype=np.float64) + np.pi) % (2 * np.pi) - np.pi
+
+
 def geodesic_angle(rotation_a: np.ndarray, rotation_b: np.ndarray, block: int = 16384) -> np.ndarray:
     """Angle in [0, pi] of R_a^T R_b, over [..., 3, 3] pairs.
 

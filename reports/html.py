@@ -23,6 +23,7 @@ from reports import plots
 from reports.atomic import write_text
 from reports.data import ReportArrays, SweepArrays
 from reports.format import is_number, number, text
+from reports.summary_files import SERIES_KEYS
 from reports.sweep_report import sweep_section
 from reports.trace_report import trace_section
 
@@ -188,8 +189,9 @@ def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
 
 
 def _gate_cards(summary: dict) -> list[dict]:
+    """One card per gated error series: position and the orientation series `rot_metric` names."""
     cards = []
-    for key in ("position", "orientation"):
+    for key in ("position", "orientation_rpy" if summary.get("rot_metric") == "rpy" else "orientation"):
         series = summary[key]
         value, threshold = series.get(series["stat"]), series["threshold"]
         finite = is_number(value) and math.isfinite(value)
@@ -209,9 +211,33 @@ def _gate_cards(summary: dict) -> list[dict]:
     return cards
 
 
+def _figure_notes(summary: dict) -> list[str]:
+    """What the page says about the action-space figures and the two orientation errors."""
+    notes = []
+    space = summary.get("action_space")
+    if isinstance(space, dict) and is_number(space.get("cosine")):
+        unit = text(space.get("units"))
+        notes.append(
+            f"action space: cosine similarity {space['cosine']:.8f} (smallest per step "
+            f"{space['min_step_cosine']:.8f}), MSE {number(space['mse'])} {unit}²"
+        )
+    apart = summary.get("orientation_disagreement")
+    if isinstance(apart, dict) and apart.get("count"):
+        first = apart["first"][0]
+        notes.append(
+            f"orientation: the geodesic angle and the roll-pitch-yaw 2-norm differ by more than "
+            f"{apart['relative']:.0%} at {apart['count']} step(s), first at chunk {first['chunk']} step "
+            f"{first['step']} ({number(first['geodesic'], 'rad')} vs {number(first['rpy'], 'rad')}): near +-pi or "
+            f"gimbal lock the RPY difference is not the rotation angle; the gate uses {text(summary.get('rot_metric'))}"
+        )
+    return notes
+
+
 def _statistics_rows(summary: dict, statistics: Sequence[str]) -> list[dict]:
     rows = []
-    for key in ("position", "orientation"):
+    for key in SERIES_KEYS:
+        if key not in summary:
+            continue
         series = summary[key]
         rows.append(
             {
@@ -356,7 +382,10 @@ def page_context(summary: dict, arrays: ReportArrays, figures: list[dict], stati
             (text(task) for task in (_source(ref, "task"), _source(dut, "task")) if task not in (_MISSING, None)), None
         ),
         "latency": _banner_latency(ref, dut),
-        "notes": list(dict.fromkeys(text(meta["note"]) for meta in (ref, dut) if meta.get("note"))),
+        "notes": [
+            *dict.fromkeys(text(meta["note"]) for meta in (ref, dut) if meta.get("note")),
+            *_figure_notes(summary),
+        ],
         "forced": bool(summary.get("forced")),
         "cards": _gate_cards(summary),
         "checks": [

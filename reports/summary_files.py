@@ -13,6 +13,9 @@ from xml.etree import ElementTree as ET
 
 from reports.atomic import write_text
 
+# The error series of a summary, in table order (orientation_rpy: present in summaries of version 0.2 on).
+SERIES_KEYS = ("position", "orientation", "orientation_rpy")
+
 
 def _json_safe(value):
     """NaN/Inf are not JSON: write them as null so strict parsers (CI tools) can read the file."""
@@ -76,7 +79,9 @@ def markdown_summary(summary: dict, statistics: Sequence[str]) -> str:
         "| error | " + " | ".join(statistics) + " | bound | pass |",
         "|---" * (len(statistics) + 3) + "|",
     ]
-    for key in ("position", "orientation"):
+    for key in SERIES_KEYS:
+        if key not in summary:
+            continue
         row = summary[key]
         cells = [_number(row[s]) for s in statistics]
         lines.append(

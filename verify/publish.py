@@ -191,7 +191,7 @@ def report_arrays(result: ComparisonResult) -> ReportArrays:
     return ReportArrays(
         reference_actions=degrees(result.reference),
         under_test_actions=degrees(result.under_test),
-        joint_names=tuple(result.robot.dataset_joint_names),
+        joint_names=tuple(result.reference.meta.get("joint_names") or result.robot.dataset_joint_names),
         joint_unit="deg",
         reference_positions=np.asarray(result.reference_poses.position, dtype=np.float64),
         under_test_positions=np.asarray(result.under_test_poses.position, dtype=np.float64),

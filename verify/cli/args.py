@@ -15,7 +15,7 @@ from kinematics import RobotModel, load_robot
 from verify.commands.one_shot import FrameSelection
 from verify.commands.sweep import SweepReport
 from verify.compare.gate import GateConfig
-from verify.compare.metrics import GATEABLE_STATISTICS
+from verify.compare.metrics import GATEABLE_STATISTICS, ROTATION_METRICS
 from verify.errors import EXIT_BAD_INPUT, InputError
 from verify.publish import OutputPaths
 from verify.run.inputs import MODEL_SIZES, ModelSource
@@ -252,7 +252,7 @@ def _flag(parse, flag: str, text: str):
 
 
 class GateArgs:
-    """--robot/--pos-tol/--rot-tol/--stat (defaults from configs/thresholds.yaml)."""
+    """--robot/--pos-tol/--rot-tol/--stat/--rot-metric/--min-cosine/--max-joint-error (configs/thresholds.yaml)."""
 
     def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("gate (defaults from configs/thresholds.yaml)")
@@ -264,12 +264,32 @@ class GateArgs:
         group.add_argument("--pos-tol", type=float, help="position ATE bound in metres (default 0.03)")
         group.add_argument("--rot-tol", type=float, help="orientation ATE bound in radians (default 0.2)")
         group.add_argument("--stat", choices=GATEABLE_STATISTICS, help="statistic the gate compares (default rmse)")
+        group.add_argument(
+            "--rot-metric",
+            choices=ROTATION_METRICS,
+            help="orientation error the gate compares: geodesic (the rotation angle) or rpy (the 2-norm of the "
+            "wrapped roll-pitch-yaw difference, the Ascend guide's); both are reported (default geodesic)",
+        )
+        group.add_argument(
+            "--min-cosine", type=float, help="also gate the action chunks' cosine similarity (e.g. 0.99; default off)"
+        )
+        group.add_argument(
+            "--max-joint-error",
+            type=float,
+            metavar="DEG",
+            help="also gate every joint's largest absolute error in degrees (default off)",
+        )
 
     def parse(self, args: argparse.Namespace) -> tuple[RobotModel, GateConfig]:
         robot = load_robot(args.robot)
         try:
             gate = GateConfig.from_file(
-                position_tolerance_m=args.pos_tol, orientation_tolerance_rad=args.rot_tol, statistic=args.stat
+                position_tolerance_m=args.pos_tol,
+                orientation_tolerance_rad=args.rot_tol,
+                statistic=args.stat,
+                rotation_metric=args.rot_metric,
+                min_cosine=args.min_cosine,
+                max_joint_error_deg=args.max_joint_error,
             )
         except InputError:
             raise

@@ -17,7 +17,7 @@ from verify.progress import Progress
 from verify.publish import OutputPaths, publish
 from verify.run.inputs import ModelSource
 from verify.run.plan import SweepSelection, plan_sweep
-from verify.run.sides import SideConfig, check_action_names, check_cameras
+from verify.run.sides import SideConfig, check_cameras, dataset_action_names
 from verify.run.sweep import SweepRequest, run_sweep, trace_worst_unit
 from verify.run.trace import TraceRequest
 
@@ -132,7 +132,7 @@ def prepare_sweep(
     )
     probe = load_frames(dataset, plan.units[0].episode, [plan.units[0].frame])
     checkpoint = source.checkpoint_folder(probe.stats, progress, sides[0].device)
-    check_action_names(probe.features, str(probe.description["dataset"]), robot)
+    names = dataset_action_names(probe.features, str(probe.description["dataset"]), robot)
     check_cameras(probe.features, str(probe.description["dataset"]), checkpoint)
     if group.is_main:
         for note in plan.notes:
@@ -153,4 +153,5 @@ def prepare_sweep(
         info,
         frame_stat,
         source.extra_meta,
+        names,
     )

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from verify.compare.metrics import GATEABLE_STATISTICS, AbsoluteTrajectoryError, NonFinite
+from verify.compare.metrics import (
+    GATEABLE_STATISTICS,
+    ROTATION_METRICS,
+    AbsoluteTrajectoryError,
+    ActionSpaceFigures,
+    NonFinite,
+)
 from verify.configs import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
 
@@ -16,17 +22,36 @@ THRESHOLDS_FILE = CONFIGS_DIR / "thresholds.yaml"
 
 @dataclass(frozen=True)
 class GateConfig:
+    """The bounds and how they are applied. The seed's gate is position and orientation ATE; the
+    action-space bounds (`min_cosine`, `max_joint_error_deg`) are off unless set."""
+
     position_tolerance_m: float
     orientation_tolerance_rad: float
     statistic: str = "rmse"
+    rotation_metric: str = "geodesic"  # which orientation error the gate compares: geodesic or rpy
+    min_cosine: float | None = None  # every chunk's cosine similarity with the reference at least this
+    max_joint_error_deg: float | None = None  # every joint's largest absolute error at most this
 
     def __post_init__(self):
         if self.statistic not in GATEABLE_STATISTICS:
             raise ValueError(f"--stat must be one of {', '.join(GATEABLE_STATISTICS)}, not {self.statistic!r}")
+        if self.rotation_metric not in ROTATION_METRICS:
+            raise ValueError(f"--rot-metric must be one of {', '.join(ROTATION_METRICS)}, not {self.rotation_metric!r}")
         for name in ("position_tolerance_m", "orientation_tolerance_rad"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, not {value}")
+        if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
+            raise ValueError(f"--min-cosine must lie in [-1, 1], not {self.min_cosine}")
+        if self.max_joint_error_deg is not None and not (
+            math.isfinite(self.max_joint_error_deg) and self.max_joint_error_deg >= 0
+        ):
+            raise ValueError(f"--max-joint-error must be a finite number >= 0, not {self.max_joint_error_deg}")
+
+    @property
+    def orientation_series(self) -> str:
+        """The summary key of the gated orientation series."""
+        return "orientation" if self.rotation_metric == "geodesic" else "orientation_rpy"
 
     @classmethod
     def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides: float | str | None) -> GateConfig:
@@ -35,9 +60,17 @@ class GateConfig:
             values = {key: document[key] for key in ("position_tolerance_m", "orientation_tolerance_rad", "statistic")}
         except (KeyError, TypeError) as error:
             raise InputError(f"{path}: gate thresholds lack {error}") from None
+        for key in ("rotation_metric", "min_cosine", "max_joint_error_deg"):
+            if document.get(key) is not None:
+                values[key] = document[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(
-            float(values["position_tolerance_m"]), float(values["orientation_tolerance_rad"]), str(values["statistic"])
+            float(values["position_tolerance_m"]),
+            float(values["orientation_tolerance_rad"]),
+            str(values["statistic"]),
+            str(values.get("rotation_metric", "geodesic")),
+            None if values.get("min_cosine") is None else float(values["min_cosine"]),
+            None if values.get("max_joint_error_deg") is None else float(values["max_joint_error_deg"]),
         )
 
 
@@ -82,15 +115,31 @@ def judge(
     under_test: NonFinite,
     joint_names: Sequence[str],
     config: GateConfig,
+    action_space: ActionSpaceFigures | None = None,
+    joint_errors_deg: dict[str, float] | None = None,
 ) -> GateResult:
-    """The bound checks, and the finiteness check that names the side at fault and its first bad value."""
-    return GateResult(
-        (
-            _bound_check(position, config.position_tolerance_m, config.statistic),
-            _bound_check(orientation, config.orientation_tolerance_rad, config.statistic),
-            _finite_check(reference, under_test, joint_names),
-        )
-    )
+    """The bound checks (`orientation`: the series `config.rotation_metric` names), the finiteness check
+    that names the side at fault and its first bad value, and the action-space checks when configured."""
+    checks = [
+        _bound_check(position, config.position_tolerance_m, config.statistic),
+        _bound_check(orientation, config.orientation_tolerance_rad, config.statistic),
+        _finite_check(reference, under_test, joint_names),
+    ]
+    if config.min_cosine is not None and action_space is not None:
+        value = action_space.cosine
+        passed = bool(value >= config.min_cosine)
+        verdict = "at least" if passed else "BELOW"
+        message = f"action cosine similarity {value:.6g} {verdict} the minimum {config.min_cosine:g}"
+        checks.append(GateCheck("cosine", passed, value, config.min_cosine, "", None, message))
+    if config.max_joint_error_deg is not None and joint_errors_deg is not None:
+        name, value = max(joint_errors_deg.items(), key=lambda item: -math.inf if math.isnan(item[1]) else item[1])
+        if any(math.isnan(v) for v in joint_errors_deg.values()):
+            name, value = next((n, v) for n, v in joint_errors_deg.items() if math.isnan(v))
+        passed = bool(value <= config.max_joint_error_deg)
+        verdict = "within" if passed else "OVER"
+        message = f"largest joint error {value:.6g} deg ({name}) {verdict} bound {config.max_joint_error_deg:g} deg"
+        checks.append(GateCheck("joint error", passed, value, config.max_joint_error_deg, "deg", "max", message))
+    return GateResult(tuple(checks))
 
 
 def _finite_check(reference: NonFinite, under_test: NonFinite, joint_names: Sequence[str]) -> GateCheck:

@@ -12,12 +12,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kinematics import Poses
-from kinematics.rotations import geodesic_angle
+from kinematics.rotations import geodesic_angle, matrix_to_rpy, wrap_angle
 
 # The one table of statistic names (in report order) and of error-series units.
 STATISTICS = ("rmse", "mean", "median", "std", "min", "max", "p95")
 GATEABLE_STATISTICS = ("rmse", "mean", "median", "max", "p95")
-SERIES_UNITS = {"position": "m", "orientation": "rad"}
+SERIES_UNITS = {"position": "m", "orientation": "rad", "orientation_rpy": "rad"}
+ROTATION_METRICS = ("geodesic", "rpy")  # the orientation error the gate may compare
 
 
 def statistic(errors: np.ndarray, name: str, axis: int | None = None) -> np.ndarray | float:
@@ -88,6 +89,14 @@ def orientation_errors(reference: Poses, under_test: Poses) -> np.ndarray:
     return geodesic_angle(reference.rotation, under_test.rotation)
 
 
+def rpy_errors(reference: Poses, under_test: Poses) -> np.ndarray:
+    """Per-step orientation error [...] as the Ascend guide computes it: the 2-norm of the roll-pitch-yaw
+    difference, each component wrapped into [-pi, pi) (rad). Not a metric on rotations: it departs
+    from the geodesic angle near +-pi and near gimbal lock (pitch +-pi/2)."""
+    difference = wrap_angle(matrix_to_rpy(reference.rotation) - matrix_to_rpy(under_test.rotation))
+    return np.sqrt(np.einsum("...i,...i->...", difference, difference))
+
+
 @dataclass(frozen=True)
 class AbsoluteTrajectoryError:
     """One error series (per step, any leading shape) and its statistics."""
@@ -106,6 +115,11 @@ class AbsoluteTrajectoryError:
     def orientation(cls, reference: Poses, under_test: Poses) -> AbsoluteTrajectoryError:
         errors = orientation_errors(reference, under_test)
         return cls("orientation", SERIES_UNITS["orientation"], errors, ErrorStatistics.of(errors))
+
+    @classmethod
+    def orientation_rpy(cls, reference: Poses, under_test: Poses) -> AbsoluteTrajectoryError:
+        errors = rpy_errors(reference, under_test)
+        return cls("orientation_rpy", SERIES_UNITS["orientation_rpy"], errors, ErrorStatistics.of(errors))
 
 
 @dataclass(frozen=True)
@@ -141,3 +155,36 @@ def joint_max_abs_errors(
     flat = difference.reshape(-1, difference.shape[-1])
     worst = np.where(np.all(np.isfinite(flat), axis=0), np.max(flat, axis=0, initial=0.0), np.nan)
     return {name: float(value) for name, value in zip(joint_names, worst, strict=True)}
+
+
+@dataclass(frozen=True)
+class ActionSpaceFigures:
+    """The figures an action-space verifier (the Ascend pi0.5 one) reports, over chunks [N, T, J] in one unit:
+    cosine similarity of each whole chunk (the smallest over chunks), the smallest per-step cosine,
+    the mean squared error. NaN when any value is non-finite."""
+
+    cosine: float
+    min_step_cosine: float
+    mse: float
+
+    @classmethod
+    def of(cls, reference: np.ndarray, under_test: np.ndarray) -> ActionSpaceFigures:
+        a = np.asarray(reference, dtype=np.float64).reshape(-1, *np.shape(reference)[-2:])
+        b = np.asarray(under_test, dtype=np.float64).reshape(a.shape)
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            return cls(float("nan"), float("nan"), float("nan"))
+        chunk = _cosine(a.reshape(len(a), -1), b.reshape(len(b), -1))
+        step = _cosine(a, b)
+        return cls(float(np.min(chunk)), float(np.min(step)), float(np.mean((a - b) ** 2)))
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity along the last axis; 1 where both vectors are zero (identical), 0 where one is."""
+    dot = np.einsum("...i,...i->...", a, b)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    both_zero = (np.linalg.norm(a, axis=-1) == 0) & (np.linalg.norm(b, axis=-1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(both_zero, 1.0, np.where(norms > 0, dot / norms, 0.0))

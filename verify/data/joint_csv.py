@@ -24,13 +24,14 @@ def read_joint_csv(path: Path, robot: RobotModel) -> np.ndarray:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: not a readable CSV ({str(error).splitlines()[0]})") from None
-    missing = [name for name in robot.joint_names if name not in frame.columns]
+    prefix = _arm_prefix([str(column) for column in frame.columns], robot)
+    missing = [prefix + name for name in robot.joint_names if prefix + name not in frame.columns]
     if missing:
         raise InputError(f"{path}: missing joint columns {missing} (needs {list(robot.dataset_joint_names)})")
     if len(frame) == 0:
         raise InputError(f"{path}: no rows")
     columns = []
-    for name in robot.dataset_joint_names:
+    for name in (prefix + joint for joint in robot.dataset_joint_names):
         if name not in frame.columns:
             columns.append(np.zeros(len(frame)))
             continue
@@ -49,3 +50,16 @@ def write_pose_csv(poses: Poses, path: Path) -> Path:
     with atomic_path(path) as temporary:
         table.to_csv(temporary, index=False, float_format="%.9f")
     return Path(path)
+
+
+def _arm_prefix(columns: list[str], robot: RobotModel) -> str:
+    """'' when the columns name the robot's joints, else the arm prefix (main_, follower_...) under which
+    every kinematic joint has a column; '' again when there is none (the error then lists what is missing)."""
+    if all(name in columns for name in robot.joint_names):
+        return ""
+    first = robot.joint_names[0]
+    for column in columns:
+        prefix = column[: len(column) - len(first)] if column.endswith(first) else None
+        if prefix and all(prefix + name in columns for name in robot.joint_names):
+            return prefix
+    return ""

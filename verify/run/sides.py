@@ -89,7 +89,9 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
         device = runner.device
         noise = inputs.noise or make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
         check_noise_shape(noise.shape, runner.expected_noise_shape, inputs.noise_source)
-        check_action_names(inputs.observations.features, str(inputs.observations.description["dataset"]), inputs.robot)
+        names = dataset_action_names(
+            inputs.observations.features, str(inputs.observations.description["dataset"]), inputs.robot
+        )
         check_action_width(runner.action_dim, inputs.checkpoint, inputs.robot)
         step(f"predicting on {side.label}")
         actions = runner.predict(inputs.observations.frames, noise)
@@ -109,6 +111,7 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
             observation_description=inputs.observations.description,
             latency=latency,
             extra=inputs.extra_meta,
+            joint_names=names,
         )
     return TrajectoryArtifact(actions, meta), noise
 
@@ -137,6 +140,7 @@ def artifact_meta(
     observation_description: dict,
     latency: dict | None,
     extra: dict,
+    joint_names: list[str] | None = None,
 ) -> dict:
     """The one builder of a trajectory artifact's `meta` (the keys the file contract requires and more)."""
     from verify.model.devices import runtime_versions
@@ -144,7 +148,7 @@ def artifact_meta(
     return {
         "schema": SCHEMA,
         "robot": robot.name,
-        "joint_names": list(robot.dataset_joint_names),
+        "joint_names": list(joint_names or robot.dataset_joint_names),  # as the dataset gives them
         "units": robot.dataset_units,
         "device": side.device,
         "device_info": facts["device_info"],
@@ -166,16 +170,21 @@ def artifact_meta(
     }
 
 
-def check_action_names(features: dict, dataset: str, robot: RobotModel) -> None:
-    """The dataset's action names (info.json `features`) must be the robot config's joints, in order."""
+def dataset_action_names(features: dict, dataset: str, robot: RobotModel) -> list[str]:
+    """The dataset's action names as it gives them (info.json `features`, a list or nested under
+    "motors"), which must be the robot config's joints in order, possibly behind an arm prefix
+    (v2-era Koch recordings say main_shoulder_pan...). The robot's own names when the dataset has none."""
     names = (features.get("action") or {}).get("names")
     if isinstance(names, dict):  # some lerobot datasets nest names under "motors"
         names = next(iter(names.values()), None)
-    if names and list(names) != list(robot.dataset_joint_names):
+    if not names:
+        return list(robot.dataset_joint_names)
+    if robot.dataset_name_prefix(names) is None:
         raise InputError(
-            f"{dataset}: action names {list(names)} are not robot "
-            f"{robot.name}'s {list(robot.dataset_joint_names)} (pass --robot)"
+            f"{Path(dataset) / 'meta' / 'info.json'}: action names {list(names)} are not robot "
+            f"{robot.name}'s {list(robot.dataset_joint_names)}, even behind an arm prefix (pass --robot)"
         )
+    return [str(name) for name in names]
 
 
 def check_cameras(features: dict, dataset: str, checkpoint: Path | SeededCheckpoint) -> None:

@@ -274,6 +274,7 @@ class SweepRequest:
     dataset_info: dict  # dataset, repo_id, robot_type, fps, task
     frame_stat: str | None = None
     extra_meta: dict = field(default_factory=dict)
+    joint_names: list[str] | None = None  # the dataset's action names as it gives them
 
 
 @dataclass
@@ -333,6 +334,7 @@ def _side_meta(
         },
         latency=side_pass.latency,
         extra=request.extra_meta,
+        joint_names=request.joint_names,
     )
     return {**meta, "ranks": ranks}
 
@@ -439,7 +441,7 @@ def run_sweep(request: SweepRequest, group, progress=None) -> SweepOutcome | Non
     result = compare(artifacts[0], artifacts[1], request.robot, request.gate)
     finite_units = np.all(np.isfinite(ref_actions), axis=(1, 2)) & np.all(np.isfinite(dut_actions), axis=(1, 2))
     table = frame_table(
-        plan, result.position.errors, result.orientation.errors, finite_units, request.gate, request.frame_stat
+        plan, result.position.errors, result.gated_orientation.errors, finite_units, request.gate, request.frame_stat
     )
     if request.frame_stat is not None:
         result = replace(result, gate=GateResult(result.gate.checks + frame_gate_checks(plan, table, request.gate)))
