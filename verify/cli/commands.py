@@ -6,6 +6,7 @@ verify-ate sweep         devices, model and data, sweep, timing, gate, outputs, 
 verify-ate compare       two artifacts, gate, outputs
 verify-ate noise         make | show | import
 verify-ate fk            robot, a joint CSV or a recorded episode
+verify-ate import        checkpoint: an old-format pi0 folder made into a lerobot 0.6.1 one
 """
 
 from __future__ import annotations
@@ -195,4 +196,19 @@ def fk(argv: list[str]) -> int:
     )
 
 
-SUBCOMMANDS = {"run": run, "compare": compare, "sweep": sweep, "noise": noise, "fk": fk}
+def import_(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="verify-ate import", description="Bring inputs in older formats to lerobot 0.6.1's.")
+    _add_debug(parser)
+    sub = parser.add_subparsers(dest="what", required=True, parser_class=ArgumentParser)
+    checkpoint = sub.add_parser("checkpoint", help="an old-format (lerobot before 0.4) pi0 checkpoint folder")
+    checkpoint.add_argument("source", type=Path, help="the old checkpoint folder")
+    checkpoint.add_argument("--out", type=Path, required=True, help="the lerobot 0.6.1 checkpoint folder to write")
+    checkpoint.add_argument("--dataset", type=Path, help="a LeRobot dataset whose info.json fills empty features")
+    _add_debug(checkpoint)
+    args = parser.parse_args(argv)
+    from verify.commands.tools import import_checkpoint_folder
+
+    return import_checkpoint_folder(args.source, args.out, args.dataset)
+
+
+SUBCOMMANDS = {"run": run, "compare": compare, "sweep": sweep, "noise": noise, "fk": fk, "import": import_}

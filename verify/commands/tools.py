@@ -103,3 +103,16 @@ def forward_kinematics_tool(
         plot_end_effector_path({"path": poses.position}, plot, title=f"{source_name}: {robot.name} {frame} path")
         print(f"wrote {plot}")
     return EXIT_PASS
+
+
+def import_checkpoint_folder(source: Path, out: Path, dataset: Path | None) -> int:
+    """An old-format pi0 checkpoint folder written as a lerobot 0.6.1 one at `out`."""
+    from verify.model.checkpoint import check_checkpoint_folder
+    from verify.model.legacy import import_checkpoint
+    from verify.publish import check_output_folder
+
+    check_checkpoint_folder(source)
+    check_output_folder(out)
+    folder = import_checkpoint(source, out, dataset)
+    print(f"wrote {folder}: a lerobot 0.6.1 pi0 checkpoint made from {source}")
+    return EXIT_PASS

@@ -115,9 +115,8 @@ def load_pi0_config(folder: Path, overrides: list[str] = ()):
     except (Exception, SystemExit) as error:  # draccus reports unknown/invalid fields with its own error types
         raise InputError(
             f"{path}: lerobot {library_version('lerobot')} cannot parse this config ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); a checkpoint from an older lerobot "
-            "must first be converted with lerobot's migration script "
-            "(python -m lerobot.processor.migrate_policy_normalization)"
+            f"{str(error).splitlines()[0] if str(error) else ''}); for a checkpoint of an older lerobot try "
+            f"verify-ate import checkpoint {folder} --out NEW_FOLDER --dataset DATASET"
         ) from None
     if not isinstance(config, PI0Config):
         raise InputError(f"{path}: policy type is {getattr(config, 'type', '?')!r}, not 'pi0'")

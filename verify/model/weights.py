@@ -213,3 +213,33 @@ def read_tensor(entry: TensorEntry) -> Any:
     tensor = torch.empty(entry.shape, dtype=getattr(torch, DTYPES[entry.dtype][0]))
     read_into(entry, tensor)
     return tensor
+
+
+def write_safetensors(tensors: dict[str, TensorEntry], target: Path) -> Path:
+    """A safetensors file holding `tensors` (entries of other files), copied byte for byte in chunks of
+    CHUNK_BYTES: any size of model is rewritten without being held in memory."""
+    header: dict = {}
+    offset = 0
+    for name, entry in tensors.items():
+        header[name] = {
+            "dtype": entry.dtype,
+            "shape": list(entry.shape),
+            "data_offsets": [offset, offset + entry.nbytes],
+        }
+        offset += entry.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data to 8 bytes
+    with target.open("wb") as out:
+        out.write(len(encoded).to_bytes(8, "little"))
+        out.write(encoded)
+        for entry in tensors.values():
+            with entry.path.open("rb") as source:
+                source.seek(entry.offset)
+                remaining = entry.nbytes
+                while remaining:
+                    block = source.read(min(CHUNK_BYTES, remaining))
+                    if not block:
+                        raise InputError(f"{entry.path}: truncated while reading (file shorter than its header says)")
+                    out.write(block)
+                    remaining -= len(block)
+    return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # the model packages load torch, which the model-free command
     from verify.model.seeded import SeededCheckpoint
 
 HASH_CACHE_FILE = "checkpoint_hashes.json"
+IMPORTED_FOLDER = "imported"  # old-format checkpoints imported into the cache
 MODEL_SIZES = ("tiny", "full")
 DEMO_NOTE = (
     "demo: {size} pi0 with RANDOM weights (seeded) on a generated Koch-like dataset; its numbers show the tool "
@@ -84,6 +86,34 @@ class ModelSource:
             return checkpoint.sha256
         return checkpoint_sha256(checkpoint, cache_file=Path(self.cache_dir or default_cache_dir()) / HASH_CACHE_FILE)
 
+    def _imported_if_old(self, checkpoint: Path, progress=None) -> Path:
+        """An old-format pi0 folder imported into the cache once (keyed by its content), else `checkpoint`."""
+        from verify.data.demo_dataset import default_cache_dir
+        from verify.model.legacy import import_checkpoint, is_legacy_checkpoint
+
+        if not is_legacy_checkpoint(checkpoint):
+            return checkpoint
+        key = self.checkpoint_sha256(checkpoint)[:16]
+        target = Path(self.cache_dir or default_cache_dir()) / IMPORTED_FOLDER / f"{checkpoint.name}-{key}"
+        if target.is_dir():
+            print(
+                f"note: {checkpoint} is an old-format pi0 checkpoint; using its copy imported earlier: {target}",
+                file=sys.stderr,
+            )
+            return target
+        _step(progress, f"importing the old-format checkpoint {checkpoint}")
+        try:
+            import_checkpoint(checkpoint, target, self.dataset)
+        except InputError:
+            if not target.is_dir():  # else another process finished the same import first
+                raise
+        print(
+            f"note: {checkpoint} is an old-format pi0 checkpoint (lerobot before 0.4); imported into {target}, "
+            "as `verify-ate import checkpoint` does",
+            file=sys.stderr,
+        )
+        return target
+
     def checkpoint_folder(
         self, dataset_stats: dict | None, progress=None, build_device: str = "cpu"
     ) -> Path | SeededCheckpoint:
@@ -92,7 +122,7 @@ class ModelSource:
         `save_checkpoint`, that model is written there first (made on `build_device`) and run from there."""
         if not self.demo:
             assert self.checkpoint is not None
-            return self.checkpoint
+            return self._imported_if_old(self.checkpoint, progress)
         from verify.data.demo_dataset import default_cache_dir
 
         if self.size == "full":
