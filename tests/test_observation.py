@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -200,51 +197,16 @@ def _legacy_dataset(tmp_path: Path, version: str) -> Path:
     return root
 
 
-def test_v21_dataset_gets_lerobots_conversion_command(tmp_path):
-    root = _legacy_dataset(tmp_path, "v2.1")
-    command = (
-        f"python -m lerobot.scripts.convert_dataset_v21_to_v30 --repo-id=local/koch_test "
-        f"--root={root.resolve()} --push-to-hub=false"
-    )
-    with pytest.raises(InputError) as caught:
-        load_frames(root, 0, [0])
-    message = str(caught.value)
-    assert message.startswith(f"{root.resolve()}: LeRobot dataset format v2.1") and message.endswith(command)
-    assert "\n" not in message
-
-
-def test_v20_dataset_is_told_the_two_steps(tmp_path):
-    root = _legacy_dataset(tmp_path, "v2.0")
-    with pytest.raises(InputError) as caught:
-        episode_joint_path(root, 0)
-    message = str(caught.value)
-    assert "format v2.0" in message and "lerobot 0.3.3" in message
-    assert "python -m lerobot.datasets.v21.convert_dataset_v20_to_v21" in message
-    assert "python -m lerobot.scripts.convert_dataset_v21_to_v30 --repo-id=local/koch_test" in message
-
-
-@pytest.mark.slow
-def test_the_conversion_command_we_print_is_accepted_by_the_installed_lerobot(tmp_path):
-    """The command of the v2.1 refusal, as printed, with --help added: lerobot's own converter parses it
-    (its flag values included) and lists every flag it uses. The message is only useful if it does."""
-    root = _legacy_dataset(tmp_path, "v2.1")
-    with pytest.raises(InputError) as caught:
-        load_frames(root, 0, [0])
-    message = str(caught.value)
-    printed = shlex.split(message[message.index("python -m ") :])
-    assert printed[:3] == ["python", "-m", "lerobot.scripts.convert_dataset_v21_to_v30"], printed
-    result = subprocess.run(
-        [sys.executable, *printed[1:], "--help"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=OFFLINE,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    flags = [argument.split("=")[0] for argument in printed[3:]]
-    assert flags == ["--repo-id", "--root", "--push-to-hub"]
-    for flag in flags:
-        assert flag in result.stdout, flag
+@pytest.mark.parametrize("version", ["v2.0", "v2.1"])
+def test_v2_datasets_get_the_import_command(tmp_path, version):
+    root = _legacy_dataset(tmp_path, version)
+    command = f"verify-ate import dataset {root.resolve()} --out {root.resolve()}_v30"
+    for read in (lambda: load_frames(root, 0, [0]), lambda: episode_joint_path(root, 0)):
+        with pytest.raises(InputError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"{root.resolve()}: LeRobot dataset format {version}") and command in message
+        assert "\n" not in message and "lerobot 0.3.3" not in message
 
 
 def test_not_a_dataset_missing_folder_and_a_file(tmp_path):

@@ -6,7 +6,7 @@ verify-ate sweep         devices, model and data, sweep, timing, gate, outputs, 
 verify-ate compare       two artifacts, gate, outputs
 verify-ate noise         make | show | import
 verify-ate fk            robot, a joint CSV or a recorded episode
-verify-ate import        checkpoint: an old-format pi0 folder made into a lerobot 0.6.1 one
+verify-ate import        checkpoint | dataset: old-format pi0 folders and LeRobot v2.x datasets, made current
 """
 
 from __future__ import annotations
@@ -205,9 +205,15 @@ def import_(argv: list[str]) -> int:
     checkpoint.add_argument("--out", type=Path, required=True, help="the lerobot 0.6.1 checkpoint folder to write")
     checkpoint.add_argument("--dataset", type=Path, help="a LeRobot dataset whose info.json fills empty features")
     _add_debug(checkpoint)
+    dataset = sub.add_parser("dataset", help="a LeRobot v2.0 or v2.1 dataset folder, made into v3.0")
+    dataset.add_argument("source", type=Path, help="the dataset folder (never modified)")
+    dataset.add_argument("--out", type=Path, required=True, help="the v3.0 dataset folder to write")
+    _add_debug(dataset)
     args = parser.parse_args(argv)
-    from verify.commands.tools import import_checkpoint_folder
+    from verify.commands.tools import import_checkpoint_folder, import_dataset_folder
 
+    if args.what == "dataset":
+        return import_dataset_folder(args.source, args.out)
     return import_checkpoint_folder(args.source, args.out, args.dataset)
 
 

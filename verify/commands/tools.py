@@ -116,3 +116,17 @@ def import_checkpoint_folder(source: Path, out: Path, dataset: Path | None) -> i
     folder = import_checkpoint(source, out, dataset)
     print(f"wrote {folder}: a lerobot 0.6.1 pi0 checkpoint made from {source}")
     return EXIT_PASS
+
+
+def import_dataset_folder(source: Path, out: Path) -> int:
+    """A LeRobot v2.0/v2.1 dataset written as a v3.0 one at `out` (the source is never modified)."""
+    from verify.data.legacy_dataset import dataset_version, import_dataset
+    from verify.publish import check_output_folder
+
+    if not source.is_dir():
+        raise InputError(f"{source}: dataset folder not found")
+    check_output_folder(out)
+    version = dataset_version(source)
+    folder = import_dataset(source, out)
+    print(f"wrote {folder}: LeRobot v3.0, converted from {source} (LeRobot {version})")
+    return EXIT_PASS

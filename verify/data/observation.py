@@ -96,11 +96,9 @@ def inspect_dataset(dataset_dir: str | Path) -> DatasetLayout:
 
 
 def conversion_command(root: Path, repo_id: str) -> str:
-    """lerobot 0.6.1's own v2.1 -> v3.0 converter, run on the local folder without the hub."""
-    return (
-        f"python -m lerobot.scripts.convert_dataset_v21_to_v30 --repo-id={shlex.quote(repo_id)} "
-        f"--root={shlex.quote(str(root))} --push-to-hub=false"
-    )
+    """The command that makes a v2.0/v2.1 dataset into a v3.0 one beside it (verify/data/legacy_dataset.py)."""
+    target = root.with_name(f"{root.name}_v30")
+    return f"verify-ate import dataset {shlex.quote(str(root))} --out {shlex.quote(str(target))}"
 
 
 def _check_version(root: Path, info: dict, repo_id: str) -> None:
@@ -117,18 +115,10 @@ def _check_version(root: Path, info: dict, repo_id: str) -> None:
         raise InputError(
             f"{root}: LeRobot dataset format {raw} is newer than lerobot 0.6.1 reads (v3.0); upgrade lerobot"
         )
-    convert = conversion_command(root, repo_id)
-    kept = f"it converts in place and keeps the original as {root.name}_old"
-    if (version.major, version.minor) == (2, 1):
+    if (version.major, version.minor) in ((2, 0), (2, 1)):
         raise InputError(
-            f"{root}: LeRobot dataset format {raw}, lerobot 0.6.1 reads only v3.0; convert it ({kept}): {convert}"
-        )
-    if (version.major, version.minor) == (2, 0):
-        raise InputError(
-            f"{root}: LeRobot dataset format {raw}, lerobot 0.6.1 reads only v3.0 and converts only from v2.1; "
-            "first convert v2.0 -> v2.1 with lerobot 0.3.3 (python -m lerobot.datasets.v21.convert_dataset_v20_to_v21 "
-            "--repo-id=<the dataset's hub id>, which works on the hub copy), then convert to v3.0 "
-            f"({kept}): {convert}"
+            f"{root}: LeRobot dataset format {raw}, lerobot 0.6.1 reads only v3.0; convert it in this process with: "
+            f"{conversion_command(root, repo_id)} (the main form, run and sweep do it on their own)"
         )
     raise InputError(
         f"{root}: LeRobot dataset format {raw} is too old for lerobot 0.6.1, which converts only from v2.1"

@@ -69,7 +69,7 @@ class ModelSource:
             from verify.model.checkpoint import check_checkpoint_folder
 
             check_checkpoint_folder(self.checkpoint)  # before any frame is decoded or model built
-            return self.dataset
+            return self._converted_if_old(self.dataset, progress)
         from verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset
 
         _step(progress, "preparing the demo dataset (written by lerobot on first use)")
@@ -85,6 +85,36 @@ class ModelSource:
         if isinstance(checkpoint, SeededCheckpoint):
             return checkpoint.sha256
         return checkpoint_sha256(checkpoint, cache_file=Path(self.cache_dir or default_cache_dir()) / HASH_CACHE_FILE)
+
+    def _converted_if_old(self, dataset: Path, progress=None) -> Path:
+        """A LeRobot v2.0/v2.1 dataset converted into the cache once (keyed by its content), else `dataset`."""
+        from verify.data.demo_dataset import default_cache_dir
+        from verify.data.legacy_dataset import IMPORTABLE, content_key, dataset_version, import_dataset
+
+        if not (dataset / "meta" / "info.json").is_file() or dataset_version(dataset) not in IMPORTABLE:
+            return dataset
+        target = (
+            Path(self.cache_dir or default_cache_dir()) / IMPORTED_FOLDER / f"{dataset.name}-{content_key(dataset)}"
+        )
+        if target.is_dir():
+            print(
+                f"note: {dataset} is a LeRobot {dataset_version(dataset)} dataset; using its v3.0 copy made earlier: "
+                f"{target}",
+                file=sys.stderr,
+            )
+            return target
+        _step(progress, f"converting the LeRobot {dataset_version(dataset)} dataset {dataset} to v3.0")
+        try:
+            import_dataset(dataset, target)
+        except InputError:
+            if not target.is_dir():  # else another process finished the same conversion first
+                raise
+        print(
+            f"note: {dataset} is a LeRobot {dataset_version(dataset)} dataset; converted to v3.0 into {target}, as "
+            "`verify-ate import dataset` does",
+            file=sys.stderr,
+        )
+        return target
 
     def _imported_if_old(self, checkpoint: Path, progress=None) -> Path:
         """An old-format pi0 folder imported into the cache once (keyed by its content), else `checkpoint`."""
