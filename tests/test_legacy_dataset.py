@@ -205,3 +205,53 @@ def test_datasets_that_cannot_be_imported_are_exit_2_naming_the_file(v20, demo_d
             result.stderr
         )
         assert not (tmp_path / "out").exists()
+
+
+def test_the_whole_chain_from_the_hub_formats(v20, demo_cache, demo_dataset, tmp_path):
+    """The Ascend guide's inputs as they come: import dataset, import checkpoint --dataset, one-shot, PASS;
+    and the same old folders given to the one-shot straight away."""
+    from test_legacy_checkpoint import make_legacy
+
+    from verify.data.observation import load_frames
+
+    tiny = next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    old = make_legacy(tiny, load_frames(demo_dataset, 0, [0]).stats, tmp_path / "pi0_model")
+    dataset = tmp_path / "koch_test_v30"
+    assert run_cli("import", "dataset", v20, "--out", dataset).returncode == 0
+    checkpoint = tmp_path / "pi0_model_v06"
+    made = run_cli("import", "checkpoint", old, "--out", checkpoint, "--dataset", dataset)
+    assert made.returncode == 0, made.stderr
+    chained = run_cli(
+        "--checkpoint",
+        checkpoint,
+        "--dataset",
+        dataset,
+        "--episode",
+        "1",
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "bfloat16",
+        "--iters",
+        "0",
+        "--quiet",
+    )
+    assert chained.returncode == 0 and chained.stdout.startswith("PASS"), chained.stdout + chained.stderr
+    straight = run_cli(
+        "--checkpoint",
+        old,
+        "--dataset",
+        v20,
+        "--episode",
+        "1",
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "bfloat16",
+        "--iters",
+        "0",
+        "--quiet",
+        env={"VERIFY_ATE_CACHE": str(tmp_path / "cache")},
+    )
+    assert straight.returncode == 0 and straight.stdout.startswith("PASS"), straight.stdout + straight.stderr
+    assert "old-format pi0 checkpoint" in straight.stderr and "converted to v3.0" in straight.stderr
