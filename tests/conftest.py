@@ -82,6 +82,11 @@ def demo_cache(tmp_path_factory):
     return cache
 
 
+def tiny_checkpoint(demo_cache: Path) -> Path:
+    """The tiny random-weight pi0 checkpoint folder inside a demo cache."""
+    return next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+
+
 @pytest.fixture(scope="session")
 def demo_dataset(demo_cache):
     """The demo dataset folder inside the session's demo cache."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import koch_actions, make_artifact, run_cli
+from conftest import koch_actions, make_artifact, run_cli, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,7 @@ SELECTION_CASES = {
 def broken(tmp_path_factory, demo_cache, demo_dataset):
     """Every broken checkpoint and dataset of the matrix, made once."""
     root = tmp_path_factory.mktemp("broken")
-    checkpoint = next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    checkpoint = tiny_checkpoint(demo_cache)
     made = {"checkpoint": checkpoint, "dataset": demo_dataset}
     for case, (breaker, _) in CHECKPOINT_CASES.items():
         target = root / ("ck-" + case.replace(" ", "_"))

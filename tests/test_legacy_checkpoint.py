@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def make_legacy(tiny: Path, stats: dict, target: Path, shards: int = 2) -> Path:
 def legacy(demo_cache, demo_dataset, tmp_path_factory):
     from verify.data.observation import load_frames
 
-    tiny = next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    tiny = tiny_checkpoint(demo_cache)
     stats = load_frames(demo_dataset, 0, [0]).stats
     return tiny, make_legacy(tiny, stats, tmp_path_factory.mktemp("legacy") / "pi0_model")
 

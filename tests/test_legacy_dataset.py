@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,7 @@ def test_import_dataset_makes_a_v30_dataset_that_runs_and_matches_the_original(v
     original = load_frames(demo_dataset, 1, [5])
     assert np.allclose(frames.frames[0]["observation.state"], original.frames[0]["observation.state"])
     # Re-encoded videos differ by compression only: the tiny pi0 on both datasets passes the gate.
-    checkpoint = next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    checkpoint = tiny_checkpoint(demo_cache)
     for name, dataset in (("original", demo_dataset), ("imported", out)):
         side = run_cli(
             "run",
@@ -169,7 +169,7 @@ def test_import_dataset_makes_a_v30_dataset_that_runs_and_matches_the_original(v
 
 
 def test_the_main_form_converts_an_old_dataset_on_its_own_once(v20, demo_cache, tmp_path):
-    checkpoint = next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    checkpoint = tiny_checkpoint(demo_cache)
     env = {"VERIFY_ATE_CACHE": str(tmp_path / "cache")}
     for expected in ("converted to v3.0", "made earlier"):
         result = run_cli(
@@ -214,7 +214,7 @@ def test_the_whole_chain_from_the_hub_formats(v20, demo_cache, demo_dataset, tmp
 
     from verify.data.observation import load_frames
 
-    tiny = next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    tiny = tiny_checkpoint(demo_cache)
     old = make_legacy(tiny, load_frames(demo_dataset, 0, [0]).stats, tmp_path / "pi0_model")
     dataset = tmp_path / "koch_test_v30"
     assert run_cli("import", "dataset", v20, "--out", dataset).returncode == 0

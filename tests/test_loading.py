@@ -15,13 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, tiny_checkpoint
 
 from verify.model.weights import CHUNK_BYTES
-
-
-def tiny_checkpoint(demo_cache: Path) -> Path:
-    return next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
 
 
 def run_side(checkpoint: Path, dataset: Path, out: Path, *extra, env=None):

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import koch_actions, make_artifact, run_cli
+from conftest import koch_actions, make_artifact, run_cli, tiny_checkpoint
 
 from kinematics import Poses, load_robot
 from kinematics.rotations import geodesic_angle, quaternion_to_matrix
@@ -41,7 +41,7 @@ def test_dataset_names_match_the_robot_behind_an_arm_prefix(names, prefix):
 
 @pytest.mark.slow
 def test_v2_era_main_names_run_and_are_reported_as_given(demo_cache, demo_dataset, tmp_path):
-    checkpoint = next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    checkpoint = tiny_checkpoint(demo_cache)
     renamed = tmp_path / "main_names"
     shutil.copytree(demo_dataset, renamed)
     info = json.loads((renamed / "meta" / "info.json").read_text())

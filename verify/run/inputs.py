@@ -70,78 +70,78 @@ class ModelSource:
 
             check_checkpoint_folder(self.checkpoint)  # before any frame is decoded or model built
             return self._converted_if_old(self.dataset, progress)
-        from verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset
+        from verify.data.demo_dataset import ensure_demo_dataset
 
         _step(progress, "preparing the demo dataset (written by lerobot on first use)")
-        return ensure_demo_dataset(self.cache_dir or default_cache_dir())
+        return ensure_demo_dataset(self.cache)
 
     def checkpoint_sha256(self, checkpoint: Path | SeededCheckpoint) -> str:
         """The checkpoint's hash, computed once per run (streamed, before any model is loaded) and
         remembered in the cache folder while its files keep their paths, sizes and modification times."""
-        from verify.data.demo_dataset import default_cache_dir
         from verify.model.checkpoint import checkpoint_sha256
         from verify.model.seeded import SeededCheckpoint
 
         if isinstance(checkpoint, SeededCheckpoint):
             return checkpoint.sha256
-        return checkpoint_sha256(checkpoint, cache_file=Path(self.cache_dir or default_cache_dir()) / HASH_CACHE_FILE)
+        return checkpoint_sha256(checkpoint, cache_file=self.cache / HASH_CACHE_FILE)
+
+    @property
+    def cache(self) -> Path:
+        """The cache folder: `cache_dir`, else ~/.cache/verify-ate or $VERIFY_ATE_CACHE."""
+        from verify.data.demo_dataset import default_cache_dir
+
+        return Path(self.cache_dir or default_cache_dir())
 
     def _converted_if_old(self, dataset: Path, progress=None) -> Path:
         """A LeRobot v2.0/v2.1 dataset converted into the cache once (keyed by its content), else `dataset`."""
-        from verify.data.demo_dataset import default_cache_dir
         from verify.data.legacy_dataset import IMPORTABLE, content_key, dataset_version, import_dataset
 
         if not (dataset / "meta" / "info.json").is_file() or dataset_version(dataset) not in IMPORTABLE:
             return dataset
-        target = (
-            Path(self.cache_dir or default_cache_dir()) / IMPORTED_FOLDER / f"{dataset.name}-{content_key(dataset)}"
+        return self._cached_copy(
+            dataset,
+            content_key(dataset),
+            lambda target: import_dataset(dataset, target),
+            what=f"a LeRobot {dataset_version(dataset)} dataset",
+            made="converted to v3.0 into",
+            reused="using its v3.0 copy made earlier:",
+            command="verify-ate import dataset",
+            progress=progress,
         )
-        if target.is_dir():
-            print(
-                f"note: {dataset} is a LeRobot {dataset_version(dataset)} dataset; using its v3.0 copy made earlier: "
-                f"{target}",
-                file=sys.stderr,
-            )
-            return target
-        _step(progress, f"converting the LeRobot {dataset_version(dataset)} dataset {dataset} to v3.0")
-        try:
-            import_dataset(dataset, target)
-        except InputError:
-            if not target.is_dir():  # else another process finished the same conversion first
-                raise
-        print(
-            f"note: {dataset} is a LeRobot {dataset_version(dataset)} dataset; converted to v3.0 into {target}, as "
-            "`verify-ate import dataset` does",
-            file=sys.stderr,
-        )
-        return target
 
     def _imported_if_old(self, checkpoint: Path, progress=None) -> Path:
         """An old-format pi0 folder imported into the cache once (keyed by its content), else `checkpoint`."""
-        from verify.data.demo_dataset import default_cache_dir
         from verify.model.legacy import import_checkpoint, is_legacy_checkpoint
 
         if not is_legacy_checkpoint(checkpoint):
             return checkpoint
-        key = self.checkpoint_sha256(checkpoint)[:16]
-        target = Path(self.cache_dir or default_cache_dir()) / IMPORTED_FOLDER / f"{checkpoint.name}-{key}"
-        if target.is_dir():
-            print(
-                f"note: {checkpoint} is an old-format pi0 checkpoint; using its copy imported earlier: {target}",
-                file=sys.stderr,
-            )
-            return target
-        _step(progress, f"importing the old-format checkpoint {checkpoint}")
-        try:
-            import_checkpoint(checkpoint, target, self.dataset)
-        except InputError:
-            if not target.is_dir():  # else another process finished the same import first
-                raise
-        print(
-            f"note: {checkpoint} is an old-format pi0 checkpoint (lerobot before 0.4); imported into {target}, "
-            "as `verify-ate import checkpoint` does",
-            file=sys.stderr,
+        return self._cached_copy(
+            checkpoint,
+            self.checkpoint_sha256(checkpoint)[:16],
+            lambda target: import_checkpoint(checkpoint, target, self.dataset),
+            what="an old-format pi0 checkpoint (lerobot before 0.4)",
+            made="imported into",
+            reused="using its copy imported earlier:",
+            command="verify-ate import checkpoint",
+            progress=progress,
         )
+
+    def _cached_copy(
+        self, source: Path, key: str, convert, *, what: str, made: str, reused: str, command: str, progress=None
+    ) -> Path:
+        """`source` converted into <cache>/imported/<name>-<key> the first time, reused afterwards; each use
+        is one note on stderr. Concurrent runs: the first to finish wins, the other uses its copy."""
+        target = self.cache / IMPORTED_FOLDER / f"{source.name}-{key}"
+        if target.is_dir():
+            print(f"note: {source} is {what}; {reused} {target}", file=sys.stderr)
+            return target
+        _step(progress, f"converting {what}: {source}")
+        try:
+            convert(target)
+        except InputError:
+            if not target.is_dir():  # else another process finished the same conversion first
+                raise
+        print(f"note: {source} is {what}; {made} {target}, as `{command}` does", file=sys.stderr)
         return target
 
     def checkpoint_folder(
@@ -153,8 +153,6 @@ class ModelSource:
         if not self.demo:
             assert self.checkpoint is not None
             return self._imported_if_old(self.checkpoint, progress)
-        from verify.data.demo_dataset import default_cache_dir
-
         if self.size == "full":
             from verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
             from verify.model.tiny import load_full_profile
@@ -169,9 +167,7 @@ class ModelSource:
         from verify.model.tiny import ensure_tiny_checkpoint
 
         _step(progress, "preparing the tiny random-weight pi0 checkpoint")
-        tiny = ensure_tiny_checkpoint(
-            Path(self.cache_dir or default_cache_dir()) / "checkpoints", dataset_stats, seed=0
-        )
+        tiny = ensure_tiny_checkpoint(self.cache / "checkpoints", dataset_stats, seed=0)
         if self.save_checkpoint is None:
             return tiny
         if self.save_checkpoint.exists():
