@@ -19,6 +19,7 @@ class ReportArrays:
     under_test_positions: np.ndarray  # [N, T, 3] m
     position_errors: np.ndarray  # [N, T] m
     orientation_errors: np.ndarray  # [N, T] rad
+    recorded_positions: np.ndarray | None = None  # [T', 3] m: the dataset's recorded path from the frame on
 
 
 @dataclass(frozen=True)

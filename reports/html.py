@@ -153,6 +153,9 @@ def _provenance_rows(ref: dict, dut: dict) -> list[dict]:
 
     add("device", text(ref.get("device")), text(dut.get("device")))
     add("dtype", text(ref.get("dtype")), text(dut.get("dtype")))
+    for key, label in (("variants", "variants (rewrites of pi0)"), ("faults", "INJECTED faults")):
+        if ref.get(key) or dut.get(key):
+            add(label, ", ".join(ref.get(key) or []) or "—", ", ".join(dut.get(key) or []) or "—")
     ref_versions, dut_versions = ref.get("versions") or {}, dut.get("versions") or {}
     if not isinstance(ref_versions, dict):
         ref_versions = {"versions": ref_versions}
@@ -274,10 +277,19 @@ def write_plots(out_dir: Path, summary: dict, arrays: ReportArrays) -> list[dict
     n_chunks = int(
         np.asarray(arrays.position_errors).reshape(-1, np.asarray(arrays.position_errors).shape[-1]).shape[0]
     )
+    paths = {ref_label: arrays.reference_positions, dut_label: arrays.under_test_positions}
+    recorded_caption = ""
+    if arrays.recorded_positions is not None:
+        paths["recorded (dataset)"] = arrays.recorded_positions
+        distance = (summary.get("recorded") or {}).get("reference") or {}
+        recorded_caption = " The green dotted line is the path the dataset recorded from this frame on" + (
+            f"; the reference's prediction is {distance['mean'] * 100:.2f} cm from it on average." if distance else "."
+        )
     plots.plot_end_effector_path(
-        {ref_label: arrays.reference_positions, dut_label: arrays.under_test_positions},
+        paths,
         out_dir / PLOT_FILES["path"],
         title=f"end-effector path ({summary.get('robot', 'robot')}, TCP, base frame)",
+        linestyles={"recorded (dataset)": ":"},
     )
     figures = [
         {
@@ -286,7 +298,8 @@ def write_plots(out_dir: Path, summary: dict, arrays: ReportArrays) -> list[dict
             "caption": "TCP positions in the robot base frame; the grey square is the table plane z = 0, "
             "the black square the robot base. "
             "Equal scale on x, y and z."
-            + (f" All {n_chunks} chunks drawn, chunk 0 strongest." if n_chunks > 1 else ""),
+            + (f" All {n_chunks} chunks drawn, chunk 0 strongest." if n_chunks > 1 else "")
+            + recorded_caption,
             "layout": "tall",
         },
     ]
@@ -364,6 +377,33 @@ def _banner_latency(ref: dict, dut: dict) -> str | None:
     return f"{dut_median or '—'} under test vs {ref_median or '—'} reference"
 
 
+def _bounds_rows(summary: dict) -> list[dict]:
+    """The seed's and the calibrated bounds side by side, with which decides (empty without a calibration)."""
+    gate = summary.get("gate") or {}
+    calibrated = gate.get("calibrated")
+    if not calibrated:
+        return []
+    seed = gate["seed"]
+    decides = gate.get("decides", "seed")
+    return [
+        {
+            "name": "seed (fixed)",
+            "position": number(seed["position_m"], "m"),
+            "orientation": number(seed["orientation_rad"], "rad"),
+            "passed": bool(seed["pass"]),
+            "role": "decides the exit code" if decides == "seed" else "reported",
+        },
+        {
+            "name": "calibrated",
+            "position": number(calibrated["position_m"], "m"),
+            "orientation": number(calibrated["orientation_rad"], "rad"),
+            "passed": bool(calibrated["pass"]),
+            "role": ("decides the exit code; " if decides == "calibrated" else "reported; ")
+            + "; ".join(text(line) for line in calibrated["explained"]),
+        },
+    ]
+
+
 def page_context(summary: dict, arrays: ReportArrays, figures: list[dict], statistics: Sequence[str]) -> dict:
     ref, dut = summary["ref"], summary["dut"]
     shape = summary.get("shape") or list(np.asarray(arrays.reference_actions).shape)
@@ -388,6 +428,7 @@ def page_context(summary: dict, arrays: ReportArrays, figures: list[dict], stati
         ],
         "forced": bool(summary.get("forced")),
         "cards": _gate_cards(summary),
+        "bounds": _bounds_rows(summary),
         "checks": [
             {"passed": bool(c["pass"]), "name": c["name"], "message": c["message"]} for c in summary.get("checks", [])
         ],

@@ -70,9 +70,10 @@ def rng():
 
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
-    """One demo cache for the whole session: the demo dataset (written by lerobot) and the tiny
-    random-weight pi0 checkpoint, built by a first real `verify-ate run --demo`. Read-only for
-    tests: one that corrupts a dataset or checkpoint copies it into its own tmp_path first."""
+    """One demo cache for the whole session, filled by a first real `verify-ate run --demo`: the demo
+    dataset (written by lerobot) and, only where the committed trained tiny pi0 does not match this
+    environment, that pi0 trained into the cache. Read-only for tests: one that corrupts a dataset or
+    checkpoint copies it into its own tmp_path first (the committed checkpoint is a folder of the repo)."""
     cache = tmp_path_factory.mktemp("verify-ate-cache")
     out = tmp_path_factory.mktemp("warm")
     result = run_cli(
@@ -83,8 +84,12 @@ def demo_cache(tmp_path_factory):
 
 
 def tiny_checkpoint(demo_cache: Path) -> Path:
-    """The tiny random-weight pi0 checkpoint folder inside a demo cache."""
-    return next((demo_cache / "checkpoints").glob("tiny_pi0-*"))
+    """The tiny pi0 checkpoint folder the demo runs with this cache: the committed trained one
+    (verify/model/demo_policy/) while it matches, else the one trained into the cache on first use."""
+    from verify.data.demo_dataset import load_demo_profile, profile_cache_key
+    from verify.model.training import trained_checkpoint_folder
+
+    return trained_checkpoint_folder(demo_cache / "checkpoints", profile_cache_key(load_demo_profile()))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""The harness end to end: real lerobot PI0Policy (tiny, seeded random weights), a dataset written
-by lerobot, the real console script in a subprocess."""
+"""The harness end to end: real lerobot PI0Policy (the demo's tiny pi0, trained on the demo dataset), a
+dataset written by lerobot, the real console script in a subprocess."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_cpu_float32_against_itself_is_exactly_zero(demo_cache, tmp_path):
         tmp_path / "s.json",
     )
     assert result.returncode == 0, result.stderr
-    assert "RANDOM weights" in result.stderr
+    assert "tiny pi0 TRAINED on a generated Koch-like dataset" in result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["pass"] is True
     assert summary["position"]["max"] == 0.0 and summary["orientation"]["max"] == 0.0

@@ -104,7 +104,7 @@ def test_first_tensor_reads_module_outputs():
 
 @pytest.fixture(scope="module")
 def tiny(demo_cache, demo_dataset):
-    """The demo checkpoint (the session's demo_cache, conftest), a batch of two frames and two noise rows."""
+    """A tiny random-weight pi0 (built into the session's demo cache), a batch of two frames and two noise rows."""
     from noise import make_noise
     from verify.data.observation import load_frames
     from verify.model.tiny import ensure_tiny_checkpoint

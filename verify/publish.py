@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 ROWS_CSV = "frames.csv"
 ROWS_PARQUET = "frames.parquet"
 TRACE_JSON = "trace.json"
+CALIBRATION_JSON = "calibration.json"  # the calibration the gate used, for later --calibration FILE
 # The standard per-step plots of a sweep draw at most this many chunks, worst first.
 MAX_PLOTTED_CHUNKS = 64
 
@@ -94,16 +95,25 @@ def publish(
     save_artifacts: bool = False,
     noise: FixedNoise | None = None,
     stream: TextIO | None = None,
+    recorded=None,
 ) -> dict:
     """Print the verdict and write every requested file once; returns the JSON summary.
 
     result: the comparison (for a sweep, `sweep.result`). sweep: adds the sweep section, frames.csv
     and frames.parquet. trace: adds trace.json and the trace section. save_artifacts: ref.npz and
     dut.npz in the report folder, to re-compare (the commands that ran the model); noise: saved
-    beside them, to re-run. worst_count: worst frames listed and plotted for a sweep.
+    beside them, to re-run. worst_count: worst frames listed and plotted for a sweep. recorded: the
+    dataset's actions from the compared frame on (verify.data.observation.RecordedChunk), drawn beside
+    the predicted paths, with each side's distance from it in the summary.
     """
     stream = stream or sys.stdout
     summary = sweep.summary(max(worst_count, 1)) if sweep is not None else result.summary()
+    if recorded is not None:
+        summary["recorded"] = {
+            "episode": recorded.episode,
+            "frame": recorded.frame,
+            **result.recorded_distance(recorded.actions, recorded.valid_steps),
+        }
     if trace is not None:
         summary["trace"] = trace.summary(full=False)
         if outputs.out_dir is not None:
@@ -115,7 +125,9 @@ def publish(
         with contextlib.ExitStack() as stack:
             if outputs.out_dir is not None:
                 staging = stack.enter_context(atomic_folder(outputs.out_dir))
-                _write_report_folder(staging, summary, result, sweep, worst_count, trace, save_artifacts, noise)
+                _write_report_folder(
+                    staging, summary, result, sweep, worst_count, trace, save_artifacts, noise, recorded
+                )
                 lines.append(f"report: {Path(outputs.out_dir) / 'index.html'}")
             if outputs.json_path is not None:
                 write_json(summary, stack.enter_context(atomic_path(outputs.json_path)))
@@ -130,7 +142,15 @@ def publish(
 
 
 def _write_report_folder(
-    out_dir: Path, summary: dict, result: ComparisonResult, sweep, worst_count: int, trace, save_artifacts: bool, noise
+    out_dir: Path,
+    summary: dict,
+    result: ComparisonResult,
+    sweep,
+    worst_count: int,
+    trace,
+    save_artifacts: bool,
+    noise,
+    recorded=None,
 ) -> Path:
     """summary.json/md, junit.xml, the artifacts (and rows, trace.json), then the plots, index.html last."""
     from reports.html import render_report  # matplotlib is imported only when a report is asked for
@@ -143,30 +163,58 @@ def _write_report_folder(
         save_artifact(result.under_test, out_dir / "dut.npz")
     if noise is not None:
         save_noise(noise, out_dir / "noise.safetensors")
+    if result.config.calibration is not None:
+        result.config.calibration.save(out_dir / CALIBRATION_JSON)
     if sweep is not None:
         write_rows(sweep.table, out_dir / ROWS_CSV, out_dir / ROWS_PARQUET)
     trace_document = trace.summary() if trace is not None else None
     if trace_document is not None:
         write_json(trace_document, out_dir / TRACE_JSON)
     sweep_arrays = sweep_report_data(sweep, worst_count) if sweep is not None else None
-    return render_report(out_dir, summary, report_arrays(result), STATISTICS, sweep=sweep_arrays, trace=trace_document)
+    arrays = report_arrays(result, recorded)
+    return render_report(out_dir, summary, arrays, STATISTICS, sweep=sweep_arrays, trace=trace_document)
 
 
 def verdict_lines(summary: dict, trace: TraceResult | None = None, is_sweep: bool = False) -> list[str]:
     """The verdict as printed on stdout: one headline, one line per gate check, then sweep and trace lines."""
     ref, dut = summary["ref"], summary["dut"]
     lines = [
-        f"{'PASS' if summary['pass'] else 'FAIL'}  {ref.get('device')} ({ref.get('dtype')}) vs {dut.get('device')} "
-        f"({dut.get('dtype')}), robot {summary['robot']}, {summary['n_steps']} steps",
+        f"{'PASS' if summary['pass'] else 'FAIL'}  {ref.get('device')} ({ref.get('dtype')}{_rewrites(ref)}) vs "
+        f"{dut.get('device')} ({dut.get('dtype')}{_rewrites(dut)}), robot {summary['robot']}, "
+        f"{summary['n_steps']} steps",
     ]
+    gate = summary.get("gate") or {}
+    calibrated = gate.get("calibrated")
+    seed_label = " (seed bounds)" if calibrated else ""
     for check in summary["checks"]:
-        lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']}")
+        lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']}{seed_label}")
+    if calibrated:
+        decides = "decides the exit code" if gate["decides"] == "calibrated" else "reported; the seed's bounds decide"
+        lines.append(f"  calibrated gate: {'PASS' if calibrated['pass'] else 'FAIL'} ({decides})")
+        for check in calibrated["checks"][:2]:
+            lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']} (calibrated)")
+    recorded = summary.get("recorded")
+    if recorded:
+        lines.append(
+            f"  recorded path: the reference's tool centre point is {recorded['reference']['mean']:.4g} m from the "
+            f"dataset's on average (max {recorded['reference']['max']:.4g} m) over {recorded['valid_steps']} steps"
+        )
     if is_sweep:
         lines.append(_sweep_line(summary["sweep"]))
     if trace is not None:
         where = f" ({trace.unit['name'] if trace.unit else 'frame'})" if is_sweep else ""
         lines.append(f"  trace{where}: {trace.headline()}")
     return lines
+
+
+def _rewrites(meta: dict) -> str:
+    """', variants fused-qkv, INJECTED rope-interleaved' for a side that ran rewritten."""
+    parts = []
+    if meta.get("variants"):
+        parts.append(f"variants {'+'.join(meta['variants'])}")
+    if meta.get("faults"):
+        parts.append(f"INJECTED {'+'.join(meta['faults'])}")
+    return "".join(f", {part}" for part in parts)
 
 
 def _sweep_line(sweep: dict) -> str:
@@ -180,8 +228,9 @@ def _sweep_line(sweep: dict) -> str:
     )
 
 
-def report_arrays(result: ComparisonResult) -> ReportArrays:
-    """The plain arrays the HTML report plots; joints in degrees (what people read on a Koch arm)."""
+def report_arrays(result: ComparisonResult, recorded=None) -> ReportArrays:
+    """The plain arrays the HTML report plots; joints in degrees (what people read on a Koch arm).
+    recorded: a RecordedChunk whose tool centre point path is drawn beside the predicted ones."""
 
     def degrees(artifact) -> np.ndarray:
         # compare() has already refused units other than deg/rad (the kinematics cannot read them).
@@ -197,6 +246,9 @@ def report_arrays(result: ComparisonResult) -> ReportArrays:
         under_test_positions=np.asarray(result.under_test_poses.position, dtype=np.float64),
         position_errors=np.asarray(result.position.errors, dtype=np.float64),
         orientation_errors=np.asarray(result.orientation.errors, dtype=np.float64),
+        recorded_positions=None
+        if recorded is None
+        else result.recorded_positions(recorded.actions, recorded.valid_steps),
     )
 
 

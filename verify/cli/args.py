@@ -8,12 +8,13 @@ checks that name a flag live here, once.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kinematics import RobotModel, load_robot
 from verify.commands.one_shot import FrameSelection
 from verify.commands.sweep import SweepReport
+from verify.compare.calibration import GATE_MODES
 from verify.compare.gate import GateConfig
 from verify.compare.metrics import GATEABLE_STATISTICS, ROTATION_METRICS
 from verify.errors import EXIT_BAD_INPUT, InputError
@@ -126,6 +127,50 @@ def default_under_test() -> tuple[str, str]:
     return ("cuda", "float32") if torch.cuda.is_available() else ("cpu", "bfloat16")
 
 
+class RewriteArgs:
+    """--ref-variant/--dut-variant/--inject (or --variant/--inject for one side): rewrites of pi0 applied
+    to one side's loaded model (verify/model/rewrites.py), recorded in its artifact."""
+
+    def __init__(self, single: bool = False):
+        self.single = single
+
+    def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
+        from verify.model.rewrites import FAULTS, VARIANTS
+
+        group = parser.add_argument_group("variants and faults (README: Variants and faults)")
+        variants = f"comma-separated, any of: {', '.join(VARIANTS)}"
+        if self.single:
+            group.add_argument("--variant", default="", metavar="NAME[,NAME...]", help=f"rewrites of pi0 ({variants})")
+        else:
+            group.add_argument(
+                "--ref-variant", default="", metavar="NAME[,NAME...]", help=f"on the reference ({variants})"
+            )
+            group.add_argument(
+                "--dut-variant", default="", metavar="NAME[,NAME...]", help=f"on the device under test ({variants})"
+            )
+        group.add_argument(
+            "--inject",
+            default="",
+            metavar="FAULT[,FAULT...]",
+            help=f"porting bugs injected on the device under test{' (this side)' if self.single else ''}: "
+            f"{', '.join(FAULTS)}",
+        )
+
+    def parse(self, args: argparse.Namespace, sides: tuple[SideConfig, ...]) -> tuple[SideConfig, ...]:
+        """`sides` with their variants and faults: (one side) or (reference, under test)."""
+        from verify.model.rewrites import FAULT, VARIANT, parse_names
+
+        faults = parse_names(args.inject, FAULT)
+        if self.single:
+            (side,) = sides
+            return (replace(side, variants=parse_names(args.variant, VARIANT), faults=faults),)
+        reference, under_test = sides
+        return (
+            replace(reference, variants=parse_names(args.ref_variant, VARIANT)),
+            replace(under_test, variants=parse_names(args.dut_variant, VARIANT), faults=faults),
+        )
+
+
 class SingleDeviceArgs:
     """--device/--dtype of `run` (one side)."""
 
@@ -149,7 +194,7 @@ class ModelArgs:
         group.add_argument("--checkpoint", type=Path, help="local lerobot pi0 checkpoint folder")
         group.add_argument("--dataset", type=Path, help="local LeRobot dataset folder (v3.0)")
         group.add_argument(
-            "--demo", action="store_true", help="tiny random-weight pi0 and a generated dataset (offline)"
+            "--demo", action="store_true", help="tiny pi0 trained on a generated dataset, and that dataset (offline)"
         )
         group.add_argument(
             "--cache-dir", type=Path, help="where --demo keeps its dataset and checkpoint (default ~/.cache/verify-ate)"
@@ -252,7 +297,12 @@ def _flag(parse, flag: str, text: str):
 
 
 class GateArgs:
-    """--robot/--pos-tol/--rot-tol/--stat/--rot-metric/--min-cosine/--max-joint-error (configs/thresholds.yaml)."""
+    """--robot/--pos-tol/--rot-tol/--stat/--rot-metric/--min-cosine/--max-joint-error (configs/thresholds.yaml),
+    and the calibrated gate: --gate, --calibration FILE, and --calibrate where the command runs the model."""
+
+    def __init__(self, can_calibrate: bool = False, choose_gate: bool = True):
+        self.can_calibrate = can_calibrate
+        self.choose_gate = choose_gate  # False: the command judges both gates itself (selftest)
 
     def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("gate (defaults from configs/thresholds.yaml)")
@@ -279,9 +329,40 @@ class GateArgs:
             metavar="DEG",
             help="also gate every joint's largest absolute error in degrees (default off)",
         )
+        if self.choose_gate:
+            group.add_argument(
+                "--gate",
+                choices=GATE_MODES,
+                default="both",
+                help="which bounds decide the exit code: seed (fixed, configs/thresholds.yaml), calibrated (from the "
+                "reference's noise floor), or both reported with the seed's deciding (default both)",
+            )
+        group.add_argument(
+            "--calibration", type=Path, metavar="FILE", help="a calibration.json saved by an earlier --calibrate run"
+        )
+        if self.can_calibrate:
+            group.add_argument(
+                "--calibrate",
+                action="store_true",
+                help="measure the reference's benign noise floor on these inputs (bfloat16, another thread count, "
+                "another batch, TF32 on CUDA) and gate at a multiple of it too (configs/calibration.yaml)",
+            )
+
+    def calibrate(self, args: argparse.Namespace) -> bool:
+        """Whether this run measures its own calibration."""
+        return bool(getattr(args, "calibrate", False))
 
     def parse(self, args: argparse.Namespace) -> tuple[RobotModel, GateConfig]:
+        from verify.compare.calibration import Calibration
+
         robot = load_robot(args.robot)
+        if self.calibrate(args) and args.calibration is not None:
+            raise InputError("--calibrate measures a calibration and --calibration FILE reads one: pass one of them")
+        mode = getattr(args, "gate", "both")
+        if mode == "calibrated" and args.calibration is None and not self.calibrate(args):
+            where = "--calibrate or --calibration FILE" if self.can_calibrate else "--calibration FILE"
+            raise InputError(f"--gate calibrated needs a calibration: add {where}")
+        calibration = Calibration.load(args.calibration) if args.calibration is not None else None
         try:
             gate = GateConfig.from_file(
                 position_tolerance_m=args.pos_tol,
@@ -295,7 +376,7 @@ class GateArgs:
             raise
         except ValueError as error:
             raise InputError(f"configs/thresholds.yaml or flags: {error}") from None
-        return robot, gate
+        return robot, replace(gate, mode=mode, calibration=calibration)
 
 
 class RobotArgs:

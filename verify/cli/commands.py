@@ -6,6 +6,7 @@ verify-ate sweep         devices, model and data, sweep, timing, gate, outputs, 
 verify-ate compare       two artifacts, gate, outputs
 verify-ate noise         make | show | import
 verify-ate fk            robot, a joint CSV or a recorded episode
+verify-ate selftest      device, model and data, frame, gate, outputs; every variant and fault vs the reference
 verify-ate import        checkpoint | dataset: old-format pi0 folders and LeRobot v2.x datasets, made current
 """
 
@@ -21,9 +22,11 @@ from verify.cli.args import (
     GateArgs,
     ModelArgs,
     OutputArgs,
+    RewriteArgs,
     RobotArgs,
     SingleDeviceArgs,
     SweepArgs,
+    Timing,
     TimingArgs,
     TraceArgs,
     shape,
@@ -44,13 +47,14 @@ def _add_debug(parser: ArgumentParser) -> None:
 
 
 def main_form(argv: list[str]) -> int:
-    devices, model, frame, timing = DeviceArgs(), ModelArgs(), FrameArgs(), TimingArgs()
-    gate, outputs, trace = GateArgs(), OutputArgs(demo_out=DEMO_OUT), TraceArgs()
+    devices, rewrites, model, frame, timing = DeviceArgs(), RewriteArgs(), ModelArgs(), FrameArgs(), TimingArgs()
+    gate, outputs, trace = GateArgs(can_calibrate=True), OutputArgs(demo_out=DEMO_OUT), TraceArgs()
     args = _parser(
         "verify-ate",
         "Run pi0 on a reference device and a device under test with the same observation and noise, and gate "
         "end-effector ATE. Subcommands: run, compare, sweep, noise, fk (verify-ate SUBCOMMAND -h).",
         devices,
+        rewrites,
         model,
         frame,
         timing,
@@ -62,8 +66,9 @@ def main_form(argv: list[str]) -> int:
 
     source = model.parse(args)
     robot, gate_config = gate.parse(args)
+    sides = rewrites.parse(args, devices.parse(args, timing.parse(args), source.num_inference_steps))
     return run_one_shot(
-        devices.parse(args, timing.parse(args), source.num_inference_steps),
+        sides,
         source,
         frame.parse(args),
         robot,
@@ -71,15 +76,18 @@ def main_form(argv: list[str]) -> int:
         outputs.parse(args),
         trace.parse(args),
         quiet=args.quiet,
+        calibrate=gate.calibrate(args),
     )
 
 
 def run(argv: list[str]) -> int:
     device, model, frame, timing, robot = SingleDeviceArgs(), ModelArgs(), FrameArgs(), TimingArgs(), RobotArgs()
+    rewrites = RewriteArgs(single=True)
     parser = _parser(
         "verify-ate run",
         "Run one side and save its trajectory artifact (two-machine workflow).",
         device,
+        rewrites,
         model,
         frame,
         timing,
@@ -91,13 +99,14 @@ def run(argv: list[str]) -> int:
     from verify.commands.one_shot import run_one_side
 
     source = model.parse(args)
-    side = device.parse(args, timing.parse(args), source.num_inference_steps)
+    (side,) = rewrites.parse(args, (device.parse(args, timing.parse(args), source.num_inference_steps),))
     return run_one_side(side, source, frame.parse(args), robot.parse(args), args.save, quiet=args.quiet)
 
 
 def sweep(argv: list[str]) -> int:
-    devices, model, selection, timing = (
+    devices, rewrites, model, selection, timing = (
         DeviceArgs(),
+        RewriteArgs(),
         ModelArgs(),
         SweepArgs(),
         TimingArgs("timed calls of the first batch per device"),
@@ -107,6 +116,7 @@ def sweep(argv: list[str]) -> int:
         "verify-ate sweep",
         "Compare pi0 on two devices over many dataset frames and noise seeds (batched; runs under torchrun too).",
         devices,
+        rewrites,
         model,
         selection,
         timing,
@@ -117,7 +127,7 @@ def sweep(argv: list[str]) -> int:
     from verify.commands.sweep import run_sweep_command
 
     source = model.parse(args)
-    sides = devices.parse(args, timing.parse(args), source.num_inference_steps)
+    sides = rewrites.parse(args, devices.parse(args, timing.parse(args), source.num_inference_steps))
     robot, gate_config = gate.parse(args)
     chosen, report = selection.parse(args)
     return run_sweep_command(
@@ -217,4 +227,53 @@ def import_(argv: list[str]) -> int:
     return import_checkpoint_folder(args.source, args.out, args.dataset)
 
 
-SUBCOMMANDS = {"run": run, "compare": compare, "sweep": sweep, "noise": noise, "fk": fk, "import": import_}
+def selftest(argv: list[str]) -> int:
+    from verify.model.rewrites import FAULT, FAULTS, VARIANT, VARIANTS, parse_names
+
+    device, model, frame = SingleDeviceArgs(), ModelArgs(), FrameArgs()
+    gate, outputs = GateArgs(choose_gate=False), OutputArgs(demo_out=DEMO_OUT / "selftest")
+    parser = _parser(
+        "verify-ate selftest",
+        "Is the gate tight enough for this model? Every variant and every fault against the unmodified reference "
+        "on the same inputs: variants must pass the calibrated gate, faults must fail it where they were injected.",
+        device,
+        model,
+        frame,
+        gate,
+        outputs,
+    )
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), metavar="NAME[,NAME...]", help="variants to run (default: all)"
+    )
+    parser.add_argument(
+        "--faults", default=",".join(FAULTS), metavar="FAULT[,FAULT...]", help="faults to inject (default: all)"
+    )
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also perturb each module of configs/selftest.yaml and report the smallest perturbation each gate fails",
+    )
+    args = parser.parse_args(argv)
+    from verify.commands.selftest import run_selftest
+
+    source = model.parse(args)
+    side = device.parse(args, Timing(0, 0), source.num_inference_steps)
+    robot, gate_config = gate.parse(args)
+    variants = parse_names(args.variants, VARIANT)
+    if not side.device.startswith("cuda") and args.variants == ",".join(VARIANTS):
+        variants = tuple(name for name in variants if name != "compile-cudagraphs")  # CUDA only
+    cases = (variants, parse_names(args.faults, FAULT))
+    return run_selftest(
+        side, source, frame.parse(args), robot, gate_config, outputs.parse(args), cases, args.sensitivity, args.quiet
+    )
+
+
+SUBCOMMANDS = {
+    "run": run,
+    "compare": compare,
+    "sweep": sweep,
+    "noise": noise,
+    "fk": fk,
+    "import": import_,
+    "selftest": selftest,
+}

@@ -37,8 +37,10 @@ def run_one_shot(
     outputs: OutputPaths,
     trace: TraceRequest,
     quiet: bool = False,
+    calibrate: bool = False,
 ) -> int:
-    """Reference then device under test on the same inputs, compared and published; returns the exit code."""
+    """Reference then device under test on the same inputs, compared and published; returns the exit code.
+    calibrate: also measure the reference's noise floor on these inputs and judge the calibrated gate."""
     from verify.model.devices import resolve_device
 
     for side in sides:  # exit 3 before anything is loaded or written
@@ -48,7 +50,8 @@ def run_one_shot(
     reference_side, under_test_side = sides
     steps_per_side = 3 if reference_side.iters > 0 else 2
     verdict = io.StringIO()  # printed after the progress display has closed
-    with Progress(total=(2 if source.demo else 1) + 2 * steps_per_side + 2, quiet=quiet) as progress:
+    total = (2 if source.demo else 1) + 2 * steps_per_side + 2 + (2 if calibrate else 0)
+    with Progress(total=total, quiet=quiet) as progress:
         inputs = prepare_inputs(
             source, robot, selection.episode, selection.frame, selection.noise, progress, reference_side.device
         )
@@ -56,6 +59,10 @@ def run_one_shot(
         if inputs.noise is None:  # the default draw is made once and shared, never redrawn
             inputs = replace(inputs, noise=noise)
         under_test, _ = run_side(under_test_side, inputs, progress)
+        if calibrate:
+            from verify.run.calibrate import measure_calibration
+
+            gate = replace(gate, calibration=measure_calibration(reference_side, inputs, noise, gate, progress))
         progress.step("comparing")
         result = compare(reference, under_test, robot, gate)
         traced = None
@@ -63,7 +70,12 @@ def run_one_shot(
             name = f"episode {selection.episode} frame {selection.frame}"
             traced = trace_one_frame(trace, sides, inputs, noise, result, name, progress)
         progress.step("writing the report" if outputs.out_dir else "writing results")
-        publish(result, outputs, trace=traced, save_artifacts=True, noise=noise, stream=verdict)
+        from verify.data.observation import recorded_action_chunk
+
+        horizon = int(result.reference.actions.shape[1])
+        dataset = inputs.observations.description["dataset"]
+        recorded = recorded_action_chunk(dataset, selection.episode, selection.frame, horizon)
+        publish(result, outputs, trace=traced, save_artifacts=True, noise=noise, stream=verdict, recorded=recorded)
     print(verdict.getvalue(), end="")
     return EXIT_PASS if result.passed else EXIT_GATE_FAILED
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from kinematics import Poses, RobotModel, dataset_forward_kinematics
 from verify.compare.artifact import TrajectoryArtifact
-from verify.compare.gate import GateConfig, GateResult, judge
+from verify.compare.gate import GateCheck, GateConfig, GateResult, judge
 from verify.compare.metrics import AbsoluteTrajectoryError, ActionSpaceFigures, NonFinite, joint_max_abs_errors
 from verify.errors import InputError
 
@@ -34,10 +34,57 @@ class ComparisonResult:
     gate: GateResult
     config: GateConfig
     forced: bool
+    calibrated_gate: GateResult | None = None  # the same checks at the calibration's bounds
 
     @property
     def passed(self) -> bool:
+        """The deciding gate's verdict (the seed's unless `--gate calibrated`)."""
+        if self.config.decides == "calibrated":
+            assert self.calibrated_gate is not None
+            return self.calibrated_gate.passed
         return self.gate.passed
+
+    def recorded_distance(self, recorded_actions: np.ndarray, valid_steps: int) -> dict:
+        """How far each side's tool centre point is from the recorded one, over the recorded steps.
+
+        recorded_actions: [T, J] in the reference's units (what the dataset recorded from the frame on);
+        valid_steps: the first steps that lie inside the episode. Every chunk is measured against it."""
+        recorded = self.recorded_positions(recorded_actions, valid_steps)
+        figures = {"valid_steps": int(valid_steps), "unit": "m"}
+        for name, poses in (("reference", self.reference_poses), ("under_test", self.under_test_poses)):
+            distance = np.linalg.norm(np.asarray(poses.position)[..., :valid_steps, :] - recorded, axis=-1)
+            figures[name] = {"mean": float(np.mean(distance)), "max": float(np.max(distance))}
+        return figures
+
+    def recorded_positions(self, recorded_actions: np.ndarray, valid_steps: int) -> np.ndarray:
+        """[valid_steps, 3] m: the tool centre point of recorded actions [T, J] (the reference's units)."""
+        poses = dataset_forward_kinematics(self.robot, recorded_actions, self.reference.meta["units"])
+        return np.asarray(poses.position, dtype=np.float64)[:valid_steps]
+
+    def gate_summary(self) -> dict:
+        """Both sets of bounds, which one decides, and each verdict."""
+        seed = {
+            "pass": self.gate.passed,
+            "position_m": self.config.position_tolerance_m,
+            "orientation_rad": self.config.orientation_tolerance_rad,
+        }
+        calibrated = None
+        calibrated_config = self.config.calibrated()
+        if self.calibrated_gate is not None and calibrated_config is not None:
+            calibration = self.config.calibration
+            assert calibration is not None
+            calibrated = {
+                "pass": self.calibrated_gate.passed,
+                "position_m": calibrated_config.position_tolerance_m,
+                "orientation_rad": calibrated_config.orientation_tolerance_rad,
+                "checks": [_check_dict(c) for c in self.calibrated_gate.checks],
+                "explained": [
+                    calibration.describe("position", self.config.statistic),
+                    calibration.describe(self.config.orientation_series, self.config.statistic),
+                ],
+                "calibration": {**calibration.as_dict(), "file": calibration.source or None},
+            }
+        return {"mode": self.config.mode, "decides": self.config.decides, "seed": seed, "calibrated": calibrated}
 
     @property
     def n_steps(self) -> int:
@@ -80,18 +127,8 @@ class ComparisonResult:
             "shape": list(self.reference.actions.shape),
             "robot": self.robot.name,
             "forced": self.forced,
-            "checks": [
-                {
-                    "name": c.name,
-                    "pass": c.passed,
-                    "value": c.value,
-                    "threshold": c.threshold,
-                    "unit": c.unit,
-                    "stat": c.statistic,
-                    "message": c.message,
-                }
-                for c in self.gate.checks
-            ],
+            "checks": [_check_dict(c) for c in self.gate.checks],
+            "gate": self.gate_summary(),
             "ref": self.reference.meta,
             "dut": self.under_test.meta,
         }
@@ -112,6 +149,18 @@ class ComparisonResult:
                 for c, s in steps[:DISAGREEMENT_EXAMPLES]
             ],
         }
+
+
+def _check_dict(check: GateCheck) -> dict:
+    return {
+        "name": check.name,
+        "pass": check.passed,
+        "value": check.value,
+        "threshold": check.threshold,
+        "unit": check.unit,
+        "stat": check.statistic,
+        "message": check.message,
+    }
 
 
 def check_comparable(
@@ -181,6 +230,10 @@ def compare(
     nonfinite = (NonFinite.of(reference.actions), NonFinite.of(under_test.actions))
     gated = orientation_rpy if config.rotation_metric == "rpy" else orientation
     gate = judge(position, gated, *nonfinite, names, config, action_space, joint_errors_deg)
+    calibrated_config = config.calibrated()
+    calibrated_gate = None
+    if calibrated_config is not None:
+        calibrated_gate = judge(position, gated, *nonfinite, names, calibrated_config, action_space, joint_errors_deg)
     return ComparisonResult(
         reference,
         under_test,
@@ -195,6 +248,7 @@ def compare(
         gate,
         config,
         force,
+        calibrated_gate,
     )
 
 

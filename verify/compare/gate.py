@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from verify.compare.calibration import GATE_MODES, Calibration
 from verify.compare.metrics import (
     GATEABLE_STATISTICS,
     ROTATION_METRICS,
@@ -31,6 +32,8 @@ class GateConfig:
     rotation_metric: str = "geodesic"  # which orientation error the gate compares: geodesic or rpy
     min_cosine: float | None = None  # every chunk's cosine similarity with the reference at least this
     max_joint_error_deg: float | None = None  # every joint's largest absolute error at most this
+    mode: str = "both"  # which bounds decide: the seed's, the calibrated ones, or both reported (seed decides)
+    calibration: Calibration | None = None  # the calibrated gate's floors (None: seed bounds only)
 
     def __post_init__(self):
         if self.statistic not in GATEABLE_STATISTICS:
@@ -41,6 +44,8 @@ class GateConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, not {value}")
+        if self.mode not in GATE_MODES:
+            raise ValueError(f"--gate must be one of {', '.join(GATE_MODES)}, not {self.mode!r}")
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
             raise ValueError(f"--min-cosine must lie in [-1, 1], not {self.min_cosine}")
         if self.max_joint_error_deg is not None and not (
@@ -52,6 +57,26 @@ class GateConfig:
     def orientation_series(self) -> str:
         """The summary key of the gated orientation series."""
         return "orientation" if self.rotation_metric == "geodesic" else "orientation_rpy"
+
+    @property
+    def decides(self) -> str:
+        """Whose verdict is the exit code: "calibrated" only when asked for, else the seed's."""
+        return "calibrated" if self.mode == "calibrated" else "seed"
+
+    def calibrated(self) -> GateConfig | None:
+        """The same gate with the calibration's bounds (never looser than this gate's own), or None when
+        there is no calibrated gate to judge."""
+        if self.calibration is None or self.mode == "seed":
+            return None
+        position = self.calibration.bound("position", self.statistic)
+        orientation = self.calibration.bound(self.orientation_series, self.statistic)
+        return replace(
+            self,
+            position_tolerance_m=min(position, self.position_tolerance_m),
+            orientation_tolerance_rad=min(orientation, self.orientation_tolerance_rad),
+            calibration=None,
+            mode="seed",
+        )
 
     @classmethod
     def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides: float | str | None) -> GateConfig:

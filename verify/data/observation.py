@@ -293,6 +293,26 @@ def _broken_video(layout: DatasetLayout, row: dict) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class RecordedChunk:
+    """The actions the dataset recorded from one frame on: what a policy's chunk at that frame should follow."""
+
+    actions: np.ndarray  # [T, J] in dataset units; past the episode's end, its last action repeated
+    valid_steps: int  # how many of the T steps lie inside the episode
+    episode: int
+    frame: int
+
+
+def recorded_action_chunk(dataset_dir: str | Path, episode: int, frame: int, horizon: int) -> RecordedChunk:
+    """The recorded actions of `episode` at frames frame .. frame + horizon - 1, padded as lerobot pads a
+    chunk past the episode's end (the last action repeated)."""
+    path = episode_joint_path(dataset_dir, episode, "action")
+    if not 0 <= frame < len(path):
+        raise InputError(f"{dataset_dir}: frame {frame} out of range, episode {episode} has {len(path)} frames")
+    indices = np.minimum(np.arange(frame, frame + horizon), len(path) - 1)
+    return RecordedChunk(path[indices], min(horizon, len(path) - frame), int(episode), int(frame))
+
+
 def episode_joint_path(dataset_dir: str | Path, episode: int, key: str = "observation.state") -> np.ndarray:
     """One episode's joint vectors [T, n] in frame order, read from the parquet data (no video decoding)."""
     layout = inspect_dataset(dataset_dir)

@@ -78,6 +78,11 @@ class Pi0Runner:
 
         self.device = torch.device(device)
         self.dtype = dtype
+        self.variants: tuple[str, ...] = ()
+        self.faults: tuple[str, ...] = ()
+        self.batch_edits: list[Callable[[dict, dict], dict]] = []  # (processed, stacked) -> processed
+        self.noise_edits: list[Callable[[Any], Any]] = []
+        self.rewrite_handles: list = []  # hooks a rewrite registered, removed on release
         if dtype not in DTYPES:
             raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         if isinstance(checkpoint, SeededCheckpoint):
@@ -116,6 +121,13 @@ class Pi0Runner:
             folder, self.config, self.tokenizer, self.device, legacy_stats or dataset_stats
         )
 
+    def rewrite(self, variants: tuple[str, ...] = (), faults: tuple[str, ...] = ()) -> None:
+        """Apply named variants and faults (verify/model/rewrites.py) to this runner's model only."""
+        from verify.model.rewrites import apply_rewrites
+
+        apply_rewrites(self, variants, faults)
+        self.variants, self.faults = (*self.variants, *variants), (*self.faults, *faults)
+
     # ------------------------------------------------------------ facts
 
     @property
@@ -149,7 +161,11 @@ class Pi0Runner:
     def _preprocess(self, frames: list[dict]) -> dict:
         if not hasattr(self, "policy"):
             raise RuntimeError(f"{self.checkpoint_dir}: this runner was released; load the checkpoint again")
-        return self.preprocessor(stack_frames(frames, self.camera_keys))
+        stacked = stack_frames(frames, self.camera_keys)
+        batch = self.preprocessor(stacked)
+        for edit in self.batch_edits:
+            batch = edit(batch, stacked)
+        return batch
 
     def noise_tensor(self, noise, batch_size: int):
         import torch
@@ -173,6 +189,8 @@ class Pi0Runner:
         return values.expand(batch_size, chunk, width).contiguous()
 
     def _infer(self, batch: dict, noise):
+        for edit in self.noise_edits:
+            noise = edit(noise)
         return self.policy.predict_action_chunk(batch, noise=noise)
 
     def _postprocess(self, actions) -> np.ndarray:
@@ -220,6 +238,9 @@ class Pi0Runner:
 
     def release(self) -> None:
         """Drop the model and processors and return device memory (so two runners never overlap)."""
+        for handle in self.rewrite_handles:
+            handle.remove()
+        self.rewrite_handles.clear()
         for name in ("policy", "preprocessor", "postprocessor"):
             if hasattr(self, name):
                 delattr(self, name)

@@ -1,4 +1,5 @@
-"""Where a run's model and data come from: a user's checkpoint and dataset, or the embedded demo."""
+"""Where a run's model and data come from: a user's checkpoint and dataset, or the embedded demo (and how
+closely the demo's trained model follows the demo dataset's recorded motion)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kinematics import RobotModel
+from kinematics import RobotModel, load_robot
 from verify.errors import InputError
 from verify.run.sides import RunInputs, check_cameras
 
@@ -18,10 +19,12 @@ if TYPE_CHECKING:  # the model packages load torch, which the model-free command
 HASH_CACHE_FILE = "checkpoint_hashes.json"
 IMPORTED_FOLDER = "imported"  # old-format checkpoints imported into the cache
 MODEL_SIZES = ("tiny", "full")
-DEMO_NOTE = (
-    "demo: {size} pi0 with RANDOM weights (seeded) on a generated Koch-like dataset; its numbers show the tool "
-    "works, they say nothing about the Koch pi0 checkpoint"
-)
+DEMO_NOTE = {
+    "tiny": "demo: tiny pi0 TRAINED on a generated Koch-like dataset (seeded, {steps} steps); its numbers show the "
+    "tool works, they say nothing about the Koch pi0 checkpoint",
+    "full": "demo: full-size pi0 with RANDOM weights (seeded) on a generated Koch-like dataset; its numbers show "
+    "the tool works, they say nothing about the Koch pi0 checkpoint",
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,11 @@ class ModelSource:
     @property
     def note(self) -> str:
         """What the demo's model is, for stderr and the report."""
-        return DEMO_NOTE.format(size="full-size" if self.size == "full" else "tiny")
+        if self.size == "full":
+            return DEMO_NOTE["full"]
+        from verify.model.training import load_recipe
+
+        return DEMO_NOTE["tiny"].format(steps=load_recipe().steps)
 
     @property
     def extra_meta(self) -> dict:
@@ -147,9 +154,10 @@ class ModelSource:
     def checkpoint_folder(
         self, dataset_stats: dict | None, progress=None, build_device: str = "cpu"
     ) -> Path | SeededCheckpoint:
-        """The checkpoint of this run. Under `demo`: the tiny random-weight one built for these statistics
-        (cached), or the full-size seeded recipe, which each side makes on its own device; with
-        `save_checkpoint`, that model is written there first (made on `build_device`) and run from there."""
+        """The checkpoint of this run. Under `demo`: the tiny one trained on the demo dataset (committed, or
+        trained into the cache on first use), or the full-size seeded random-weight
+        recipe, which each side makes on its own device; with `save_checkpoint`, that model is written there
+        first (made on `build_device`) and run from there."""
         if not self.demo:
             assert self.checkpoint is not None
             return self._imported_if_old(self.checkpoint, progress)
@@ -164,10 +172,19 @@ class ModelSource:
 
             _step(progress, f"making the full-size seeded pi0 on {build_device} and writing {self.save_checkpoint}")
             return save_seeded_checkpoint(recipe, self.save_checkpoint, resolve_device(build_device), progress)
-        from verify.model.tiny import ensure_tiny_checkpoint
+        from verify.data.demo_dataset import ensure_demo_dataset, load_demo_profile, profile_cache_key
+        from verify.model.training import ensure_trained_checkpoint
 
-        _step(progress, "preparing the tiny random-weight pi0 checkpoint")
-        tiny = ensure_tiny_checkpoint(self.cache / "checkpoints", dataset_stats, seed=0)
+        dataset = ensure_demo_dataset(self.cache)  # made by dataset_folder already: this only finds it
+        demo = load_demo_profile()
+        tiny = ensure_trained_checkpoint(
+            self.cache / "checkpoints",
+            dataset,
+            dataset_stats or {},
+            profile_cache_key(demo),
+            evaluate=lambda folder: demo_tracking_error(folder, dataset, load_robot(demo.robot)),
+            progress=progress,
+        )
         if self.save_checkpoint is None:
             return tiny
         if self.save_checkpoint.exists():
@@ -206,6 +223,42 @@ def prepare_inputs(
         robot,
         source.extra_meta,
     )
+
+
+def demo_tracking_error(checkpoint: Path, dataset: Path, robot: RobotModel) -> dict:
+    """How closely a checkpoint's predicted action chunks follow the recorded ones, over every frame of
+    `dataset`: the tool centre point's distance (m) through `robot`'s forward kinematics, with a run's
+    default noise (seed 0). Steps past an episode's end, where lerobot repeats the last action
+    (`action_is_pad`), are left out of mean and max, and counted as lerobot pads them in the *_with_padding
+    figures."""
+    import numpy as np
+
+    from kinematics import dataset_forward_kinematics
+    from noise import make_noise
+    from verify.compare.metrics import position_errors
+    from verify.model.runner import Pi0Runner
+    from verify.model.training import load_training_frames
+
+    with Pi0Runner(checkpoint) as runner:
+        frames = load_training_frames(dataset, runner.expected_noise_shape[1])
+        noise = make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
+        predicted = runner.predict(frames, noise)
+    recorded = np.stack([np.asarray(frame["action"]) for frame in frames])  # [N, chunk, A]
+    padded = np.stack([np.asarray(frame["action_is_pad"]) for frame in frames])  # [N, chunk]
+    distance = position_errors(
+        dataset_forward_kinematics(robot, recorded), dataset_forward_kinematics(robot, predicted)
+    )  # [N, chunk]
+    return {
+        "mean_tcp_distance_m": float(distance[~padded].mean()),
+        "max_tcp_distance_m": float(distance[~padded].max()),
+        "mean_tcp_distance_with_padding_m": float(distance.mean()),
+        "max_tcp_distance_with_padding_m": float(distance.max()),
+        "frames": len(frames),
+        "steps_scored": int((~padded).sum()),
+        "padded_steps": int(padded.sum()),
+        "noise_seed": noise.seed,
+        "robot": robot.name,
+    }
 
 
 def _step(progress, message: str) -> None:

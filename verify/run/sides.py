@@ -38,10 +38,17 @@ class SideConfig:
     iters: int = 5  # latency samples (0: not measured)
     warmup: int = 1
     num_inference_steps: int | None = None
+    variants: tuple[str, ...] = ()  # rewrites of pi0 on this side only (verify/model/rewrites.py)
+    faults: tuple[str, ...] = ()  # porting bugs injected on this side (the device under test's)
 
     @property
     def label(self) -> str:
-        return f"{self.device} {self.dtype}"
+        label = f"{self.device} {self.dtype}"
+        if self.variants:
+            label += f" +{'+'.join(self.variants)}"
+        if self.faults:
+            label += f" !{'!'.join(self.faults)}"
+        return label
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ def load_runner(
     from verify.model.devices import resolve_device
     from verify.model.runner import Pi0Runner
 
-    return Pi0Runner(
+    runner = Pi0Runner(
         checkpoint,
         device=str(resolve_device(device or side.device)),
         dtype=side.dtype,
@@ -77,6 +84,13 @@ def load_runner(
         num_inference_steps=side.num_inference_steps,
         on_bytes=progress.bytes_done if progress is not None else None,
     )
+    if side.variants or side.faults:
+        try:
+            runner.rewrite(side.variants, side.faults)
+        except BaseException:
+            runner.release()
+            raise
+    return runner
 
 
 def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[TrajectoryArtifact, FixedNoise]:
@@ -160,6 +174,8 @@ def artifact_meta(
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": checkpoint_sha256,
         "num_inference_steps": facts["num_inference_steps"],
+        "variants": list(side.variants),
+        "faults": list(side.faults),
         "processors": facts["processors"],
         "load": facts["load"],
         "versions": runtime_versions(),

@@ -1,0 +1,256 @@
+"""Variants, faults, the calibrated gate and `verify-ate selftest`, on the demo's trained tiny pi0.
+
+Everything runs lerobot's real PI0Policy on the CPU; the rewrites change one side's loaded model only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+pytest.importorskip("lerobot")
+
+from verify.compare.calibration import Calibration, calibration_from_floors, seed_ceiling
+from verify.errors import InputError
+from verify.model.rewrites import CATALOGUE, FAULTS, VARIANTS
+
+# Variants whose float32 arithmetic on the CPU is the reference's, operation for operation.
+EXACT_VARIANTS = ("fused-qkv", "rope-hoisted", "add-rmsnorm")
+# Variants that reorder float32 arithmetic: allowed to move the tool centre point by rounding only.
+REORDERING_VARIANTS = ("sdpa",)
+# compile is tested on its own (inductor takes about a minute on the CPU); compile-cudagraphs needs CUDA.
+SELFTEST_VARIANTS = (*EXACT_VARIANTS, *REORDERING_VARIANTS, "fused-qkv-bf16")
+
+
+# ---------------------------------------------------------------- the calibration, pure
+
+
+def _floors(position: float, orientation: float) -> dict:
+    stats = ("rmse", "mean", "median", "max", "p95")
+    return {
+        "position": dict.fromkeys(stats, position),
+        "orientation": dict.fromkeys(stats, orientation),
+        "orientation_rpy": dict.fromkeys(stats, orientation),
+    }
+
+
+def test_calibrated_bounds_are_a_multiple_of_the_worst_floor_within_minimum_and_seed():
+    calibration = calibration_from_floors(
+        {"threads": _floors(1e-9, 1e-8), "bfloat16": _floors(2e-4, 3e-3)}, seed_ceiling(0.03, 0.2), {}
+    )
+    assert calibration.floor("position", "rmse") == (2e-4, "bfloat16")
+    assert calibration.bound("position", "rmse") == pytest.approx(calibration.multiple * 2e-4)
+    tiny = calibration_from_floors({"threads": _floors(0.0, 0.0)}, seed_ceiling(0.03, 0.2), {})
+    assert tiny.bound("position", "rmse") == tiny.minimum["position"]  # never a bound at zero
+    huge = calibration_from_floors({"bfloat16": _floors(1.0, 3.0)}, seed_ceiling(0.03, 0.2), {})
+    assert huge.bound("position", "rmse") == 0.03 and huge.bound("orientation", "max") == 0.2  # never looser
+    broken = calibration_from_floors({"bfloat16": _floors(float("nan"), 1e-3)}, seed_ceiling(0.03, 0.2), {})
+    assert broken.bound("position", "rmse") == 0.03
+
+
+def test_a_saved_calibration_loads_back_and_a_broken_one_is_one_line(tmp_path):
+    calibration = calibration_from_floors({"batch": _floors(1e-6, 1e-5)}, seed_ceiling(0.03, 0.2), {"x": 1})
+    loaded = Calibration.load(calibration.save(tmp_path / "calibration.json"))
+    assert loaded.as_dict() == calibration.as_dict()
+    for name, content in (
+        ("bad.json", "{not json"),
+        ("other.json", '{"format": "something else"}'),
+        ("empty.json", '{"format": "verify-ate-calibration/1", "floors": {}}'),
+    ):
+        (tmp_path / name).write_text(content)
+        with pytest.raises(InputError) as caught:
+            Calibration.load(tmp_path / name)
+        assert str(tmp_path / name) in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- names
+
+
+@pytest.mark.parametrize(
+    "flags, kind, known",
+    [
+        (("--dut-variant", "fused-qvk"), "variant", VARIANTS),
+        (("--ref-variant", "sdpa,warp-drive"), "variant", VARIANTS),
+        (("--inject", "bit-flip"), "fault", FAULTS),
+    ],
+)
+def test_an_unknown_name_is_exit_2_listing_the_known_ones(tmp_path, flags, kind, known):
+    result = run_cli("--demo", "--cache-dir", tmp_path, *flags, "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"unknown {kind}" in line and all(name in line for name in known)
+    assert not (tmp_path / "out").exists()
+
+
+def test_gate_calibrated_without_a_calibration_is_exit_2(tmp_path):
+    result = run_cli("--demo", "--cache-dir", tmp_path, "--gate", "calibrated")
+    assert result.returncode == 2 and "--gate calibrated needs a calibration" in result.stderr
+
+
+# ---------------------------------------------------------------- the self-test
+
+
+@pytest.fixture(scope="module")
+def selftest(demo_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("selftest") / "report"
+    result = run_cli(
+        "selftest",
+        "--demo",
+        "--cache-dir",
+        demo_cache,
+        "--variants",
+        ",".join(SELFTEST_VARIANTS),
+        "--out",
+        out,
+        "--junit",
+        out.parent / "junit.xml",
+    )
+    document = json.loads((out / "selftest.json").read_text())
+    return result, document, out
+
+
+@pytest.mark.slow
+def test_selftest_exits_0_with_every_variant_passing_and_every_fault_caught(selftest):
+    result, document, out = selftest
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert document["pass"] and not document["not_as_expected"]
+    assert [case["name"] for case in document["cases"]] == [*SELFTEST_VARIANTS, *FAULTS]
+    for name in (*SELFTEST_VARIANTS, *FAULTS):  # one table row each, on stdout and in the page
+        assert any(line.split()[:1] == [name] for line in result.stdout.splitlines()), name
+        assert f'id="case-{name}"' in (out / "index.html").read_text()
+    junit = (out.parent / "junit.xml").read_text()
+    assert junit.count("<testcase") == len(document["cases"]) and 'failures="0"' in junit
+    assert Calibration.load(out / "calibration.json").floors  # the calibration it judged with, reusable
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXACT_VARIANTS)
+def test_a_variant_with_the_references_arithmetic_gives_its_actions_exactly(selftest, name):
+    case = next(c for c in selftest[1]["cases"] if c["name"] == name)
+    assert case["exact"] and case["position"] == 0.0 and case["first_module"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REORDERING_VARIANTS)
+def test_a_reordering_variant_moves_the_tool_centre_point_by_rounding_only(selftest, name):
+    case = next(c for c in selftest[1]["cases"] if c["name"] == name)
+    assert case["calibrated_pass"] and case["position"] < 1e-5
+
+
+@pytest.mark.slow
+def test_the_bfloat16_qkv_weight_passes_the_calibrated_gate(selftest):
+    case = next(c for c in selftest[1]["cases"] if c["name"] == "fused-qkv-bf16")
+    assert case["calibrated_pass"] and not case["exact"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAULTS)
+def test_a_fault_fails_the_calibrated_gate_and_the_trace_names_its_module(selftest, name):
+    case = next(c for c in selftest[1]["cases"] if c["name"] == name)
+    assert not case["calibrated_pass"], case
+    assert case["first_module"] == CATALOGUE[name].first_module, case
+
+
+@pytest.mark.slow
+def test_the_seed_bounds_miss_faults_the_calibrated_bounds_catch(selftest):
+    document = selftest[1]
+    missed = [case["name"] for case in document["cases"] if case["kind"] == "fault" and case["seed_pass"]]
+    assert document["seed_misses"] == missed
+    calibrated = document["bounds"]["position_m"]["calibrated"]
+    assert calibrated < document["bounds"]["position_m"]["seed"]
+
+
+@pytest.mark.slow
+def test_sensitivity_reports_the_smallest_failing_perturbation_per_module(demo_cache, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli(
+        "selftest",
+        "--demo",
+        "--cache-dir",
+        demo_cache,
+        "--variants",
+        "",
+        "--faults",
+        "noise-reseeded",
+        "--sensitivity",
+        "--out",
+        out,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads((out / "selftest.json").read_text())["sensitivity"]
+    assert rows and (out / "sensitivity.png").stat().st_size > 0
+    for row in rows:
+        calibrated, seed = row["smallest_failing_calibrated"], row["smallest_failing_seed"]
+        assert calibrated is not None, row  # caught somewhere up to a 100 % perturbation
+        assert seed is None or calibrated <= seed  # the calibrated bound is never the looser one
+        assert row["position"][-1] > 100 * row["position"][0] > 0  # the larger the perturbation, the further
+        assert f"sensitivity {row['label']}" in result.stdout
+
+
+# ---------------------------------------------------------------- the one-shot form and compare
+
+
+@pytest.mark.slow
+def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(demo_cache, tmp_path):
+    out = tmp_path / "report"
+    result = run_cli(
+        "--demo",
+        "--cache-dir",
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "float32",
+        "--iters",
+        "0",
+        "--ref-variant",
+        "add-rmsnorm",
+        "--dut-variant",
+        "fused-qkv,rope-hoisted",
+        "--inject",
+        "rope-interleaved",
+        "--calibrate",
+        "--out",
+        out,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ref"]["variants"] == ["add-rmsnorm"] and summary["ref"]["faults"] == []
+    assert summary["dut"]["variants"] == ["fused-qkv", "rope-hoisted"]
+    assert summary["dut"]["faults"] == ["rope-interleaved"]
+    assert "INJECTED rope-interleaved" in result.stdout
+    page = (out / "index.html").read_text()
+    assert "INJECTED faults" in page and 'id="bounds-calibrated"' in page
+    gate = summary["gate"]
+    assert gate["decides"] == "seed" and result.returncode == (0 if gate["seed"]["pass"] else 1)
+    assert gate["calibrated"]["pass"] is False  # the fault is over the calibrated bounds
+    again = run_cli(
+        "compare",
+        out / "ref.npz",
+        out / "dut.npz",
+        "--calibration",
+        out / "calibration.json",
+        "--gate",
+        "calibrated",
+        "--json",
+        tmp_path / "again.json",
+    )
+    assert again.returncode == 1, again.stderr
+    assert json.loads((tmp_path / "again.json").read_text())["gate"]["calibrated"]["position_m"] == pytest.approx(
+        gate["calibrated"]["position_m"]
+    )
+
+
+@pytest.mark.slow
+def test_compile_moves_the_tool_centre_point_by_rounding_only(demo_cache, tmp_path):
+    common = ("--demo", "--cache-dir", demo_cache, "--iters", "0", "--quiet")
+    eager = run_cli("run", *common, "--save", tmp_path / "eager.npz")
+    compiled = run_cli("run", *common, "--variant", "compile", "--save", tmp_path / "compiled.npz")
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr
+    result = run_cli("compare", tmp_path / "eager.npz", tmp_path / "compiled.npz", "--json", tmp_path / "s.json")
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert result.returncode == 0 and summary["dut"]["variants"] == ["compile"]
+    assert summary["position"]["max"] < 1e-5
+    assert np.isfinite(summary["orientation"]["max"])
