@@ -52,7 +52,7 @@ def main_form(argv: list[str]) -> int:
     args = _parser(
         "verify-ate",
         "Run pi0 on a reference device and a device under test with the same observation and noise, and gate "
-        "end-effector ATE. Subcommands: run, compare, sweep, noise, fk (verify-ate SUBCOMMAND -h).",
+        "end-effector ATE. Subcommands: run, compare, sweep, selftest, noise, fk, import (verify-ate SUBCOMMAND -h).",
         devices,
         rewrites,
         model,

@@ -172,36 +172,40 @@ class SelftestHarness:
         if self.progress is not None:
             self.progress.step(message)
 
-    def _run(self, side: SideConfig, sink, edit=None) -> TrajectoryArtifact:
-        """One hooked prediction of `side` (`sink` gets every traced output; `edit(runner)` first)."""
+    def _run(self, side: SideConfig, sink) -> TrajectoryArtifact:
+        """One hooked prediction of `side` (`sink` gets every traced output; None: not hooked)."""
+        self._step(f"running {side.label}")
+        with self._loaded(side) as runner:
+            return self._predict(side, runner, sink)
+
+    def _loaded(self, side: SideConfig):
+        return load_runner(side, self.inputs.checkpoint, self.inputs.observations.stats)
+
+    def _predict(self, side: SideConfig, runner, sink) -> TrajectoryArtifact:
         from verify.model.devices import device_description
 
-        self._step(f"running {side.label}")
         inputs = self.inputs
-        with load_runner(side, inputs.checkpoint, inputs.observations.stats) as runner:
-            if self.noise is None:
-                self.noise = make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
-            if edit is not None:
-                edit(runner)
-            frames = inputs.observations.frames[:1]
-            if sink is None:  # compiled models are not hooked: the compiler would trace the hooks
+        if self.noise is None:
+            self.noise = make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
+        frames = inputs.observations.frames[:1]
+        if sink is None:  # compiled models are not hooked: the compiler would trace the hooks
+            actions = runner.predict(frames, self.noise)
+        else:
+            with ModuleRecorder(runner.policy.model, self.trace_config, len(frames), 0, sink):
                 actions = runner.predict(frames, self.noise)
-            else:
-                with ModuleRecorder(runner.policy.model, self.trace_config, len(frames), 0, sink):
-                    actions = runner.predict(frames, self.noise)
-            meta = artifact_meta(
-                side,
-                inputs.robot,
-                runner_facts(runner, device_description(runner.device)),
-                checkpoint=inputs.checkpoint,
-                checkpoint_sha256=inputs.checkpoint_sha256,
-                noise_sha256=self.noise.sha256,
-                noise_description={"seed": self.noise.seed, "shape": list(self.noise.shape)},
-                observation_sha256=inputs.observations.sha256,
-                observation_description=inputs.observations.description,
-                latency=None,
-                extra=inputs.extra_meta,
-            )
+        meta = artifact_meta(
+            side,
+            inputs.robot,
+            runner_facts(runner, device_description(runner.device)),
+            checkpoint=inputs.checkpoint,
+            checkpoint_sha256=inputs.checkpoint_sha256,
+            noise_sha256=self.noise.sha256,
+            noise_description={"seed": self.noise.seed, "shape": list(self.noise.shape)},
+            observation_sha256=inputs.observations.sha256,
+            observation_description=inputs.observations.description,
+            latency=None,
+            extra=inputs.extra_meta,
+        )
         return TrajectoryArtifact(actions, meta)
 
     def judge(self, under_test: TrajectoryArtifact) -> ComparisonResult:
@@ -252,19 +256,28 @@ class SelftestHarness:
         )
 
     def sensitivity(self) -> list[SensitivityRow]:
-        """Per configured module, every scale's statistics and verdicts (one load per module)."""
+        """Per configured module, every scale's statistics and verdicts: one model, loaded once, with one
+        perturbation hook at a time."""
         from verify.model.rewrites import perturb_output
 
         rows = []
-        for path, label in self.config.modules:
-            row = SensitivityRow(path, label, list(self.config.scales))
-            for scale in self.config.scales:
-                artifact = self._run(self.side, None, perturb_output(path, scale, self.config.seed))
-                result = self.judge(artifact)
-                assert result.calibrated_gate is not None
-                row.position.append(float(result.position.statistics.get(self.gate.statistic)))
-                row.orientation.append(float(result.gated_orientation.statistics.get(self.gate.statistic)))
-                row.seed_pass.append(result.gate.passed)
-                row.calibrated_pass.append(result.calibrated_gate.passed)
-            rows.append(row)
+        with self._loaded(self.side) as runner:
+            for path, label in self.config.modules:
+                row = SensitivityRow(path, label, list(self.config.scales))
+                for scale in self.config.scales:
+                    self._step(f"perturbing {label} by {scale:g}")
+                    kept = len(runner.rewrite_handles)
+                    perturb_output(path, scale, self.config.seed)(runner)
+                    try:
+                        result = self.judge(self._predict(self.side, runner, None))
+                    finally:
+                        for handle in runner.rewrite_handles[kept:]:
+                            handle.remove()
+                        del runner.rewrite_handles[kept:]
+                    assert result.calibrated_gate is not None
+                    row.position.append(float(result.position.statistics.get(self.gate.statistic)))
+                    row.orientation.append(float(result.gated_orientation.statistics.get(self.gate.statistic)))
+                    row.seed_pass.append(result.gate.passed)
+                    row.calibrated_pass.append(result.calibrated_gate.passed)
+                rows.append(row)
         return rows
