@@ -72,9 +72,10 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
     failing = [case.name for case in results if not case.ok]
     missed = [case.name for case in results if case.seed_misses]
     passed = not failing
+    variants, faults = (sum(case.kind == kind for case in results) for kind in (VARIANT, FAULT))
     headline = (
-        f"{sum(c.kind == VARIANT for c in results)} variants pass and {sum(c.kind == FAULT for c in results)} "
-        "faults are caught where they were injected"
+        f"{_count(variants, 'variant')} {'passes' if variants == 1 else 'pass'} and {_count(faults, 'fault')} "
+        f"{'is' if faults == 1 else 'are'} caught where injected"
         if passed
         else f"not as expected: {', '.join(failing)}"
     )
@@ -106,6 +107,10 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
         "not_as_expected": failing,
         "sensitivity": [row.as_dict() for row in rows] or None,
     }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def table_lines(document: dict) -> list[str]:
