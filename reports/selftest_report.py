@@ -10,6 +10,7 @@ import numpy as np
 from reports import plots
 from reports.atomic import write_text
 from reports.format import number
+from reports.summary_files import JUnitCase, junit_suite_xml
 
 SENSITIVITY_PNG = "sensitivity.png"
 
@@ -72,27 +73,17 @@ def render_selftest(out_dir: str | Path, document: dict) -> Path:
 
 def write_selftest_junit(document: dict, path: Path) -> Path:
     """JUnit XML: one testcase per variant and fault, failed when its outcome is not the expected one."""
-    from xml.etree import ElementTree
-
-    cases = document["cases"]
-    suite = ElementTree.Element(
-        "testsuite",
-        name="verify-ate selftest",
-        tests=str(len(cases)),
-        failures=str(sum(not case["ok"] for case in cases)),
-    )
-    for case in cases:
-        element = ElementTree.SubElement(suite, "testcase", classname=f"selftest.{case['kind']}", name=case["name"])
-        if not case["ok"]:
-            expected = (
-                "pass the calibrated gate"
-                if case["kind"] == "variant"
-                else (f"fail the calibrated gate, first diverging at {case['expected_module']}")
-            )
-            got = case["error"] or (
-                f"calibrated gate {'pass' if case['calibrated_pass'] else 'FAIL'}, first diverging module "
-                f"{case['first_module'] or 'none'}, position {case['position']:.3g} m"
-            )
-            ElementTree.SubElement(element, "failure", message=f"expected to {expected}; {got}")
-    document_text = ElementTree.tostring(suite, encoding="unicode")
-    return write_text(path, '<?xml version="1.0" encoding="UTF-8"?>\n' + document_text + "\n")
+    cases = []
+    for case in document["cases"]:
+        expected = (
+            "pass the calibrated gate"
+            if case["kind"] == "variant"
+            else f"fail the calibrated gate, first diverging at {case['expected_module']}"
+        )
+        got = (
+            f"calibrated gate {'pass' if case['calibrated_pass'] else 'FAIL'}, first diverging module "
+            f"{case['first_module'] or 'none'}, position {case['position']:.3g} m; {case['outcome']}"
+        )
+        message = f"expected to {expected}; {got}"
+        cases.append(JUnitCase(f"selftest.{case['kind']}", case["name"], message, None if case["ok"] else message))
+    return write_text(path, junit_suite_xml("verify-ate selftest", cases))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -39,22 +40,38 @@ def _case_name(check: dict) -> str:
 
 
 def junit_xml(summary: dict, suite_name: str = "verify-ate") -> str:
-    checks = summary["checks"]
-    failures = sum(not c["pass"] for c in checks)
-    suite = ET.Element(
-        "testsuite", name=suite_name, tests=str(len(checks)), failures=str(failures), errors="0", skipped="0"
-    )
+    """One testcase per gate check."""
     label = f"{summary['ref'].get('device')} vs {summary['dut'].get('device')}"
-    for check in checks:
-        case = ET.SubElement(
-            suite, "testcase", classname=f"{suite_name}.{summary.get('robot', 'robot')}", name=_case_name(check)
-        )
-        if not check["pass"]:
-            failure = ET.SubElement(case, "failure", message=check["message"], type="GateFailed")
-            failure.text = f"{label}: {check['message']}"
+    classname = f"{suite_name}.{summary.get('robot', 'robot')}"
+    cases = [
+        JUnitCase(classname, _case_name(c), c["message"], None if c["pass"] else f"{label}: {c['message']}")
+        for c in summary["checks"]
+    ]
+    return junit_suite_xml(suite_name, cases)
+
+
+@dataclass(frozen=True)
+class JUnitCase:
+    classname: str
+    name: str
+    message: str  # what happened: the failure's message, or the passing case's output
+    failure: str | None = None  # the failure's text; None: the case passed
+
+
+def junit_suite_xml(suite_name: str, cases: Sequence[JUnitCase]) -> str:
+    """The one JUnit XML layout of every verify-ate file: one suite of `cases` inside <testsuites>."""
+    failures = sum(case.failure is not None for case in cases)
+    suite = ET.Element(
+        "testsuite", name=suite_name, tests=str(len(cases)), failures=str(failures), errors="0", skipped="0"
+    )
+    for case in cases:
+        element = ET.SubElement(suite, "testcase", classname=case.classname, name=case.name)
+        if case.failure is not None:
+            failure = ET.SubElement(element, "failure", message=case.message, type="GateFailed")
+            failure.text = case.failure
         else:
-            ET.SubElement(case, "system-out").text = check["message"]
-    suites = ET.Element("testsuites", name=suite_name, tests=str(len(checks)), failures=str(failures))
+            ET.SubElement(element, "system-out").text = case.message
+    suites = ET.Element("testsuites", name=suite_name, tests=str(len(cases)), failures=str(failures))
     suites.append(suite)
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

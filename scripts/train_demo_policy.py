@@ -22,7 +22,7 @@ from pathlib import Path
 from kinematics import load_robot
 from reports.atomic import atomic_folder
 from verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset, load_demo_profile, profile_cache_key
-from verify.data.observation import load_frames
+from verify.data.observation import load_chunk_frames, load_frames
 from verify.model.training import COMMITTED_POLICY, TRAINING_FILE, train_demo_policy
 from verify.run.inputs import demo_tracking_error
 
@@ -41,7 +41,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix=".demo_policy.", dir=args.out.parent) as scratch:
         trained = train_demo_policy(
             Path(scratch) / args.out.name,
-            dataset,
+            lambda chunk_size: load_chunk_frames(dataset, chunk_size),
             stats,
             profile_cache_key(demo),
             evaluate=lambda folder: demo_tracking_error(folder, dataset, robot),

@@ -23,6 +23,11 @@ from verify.run.plan import FrameRange, SweepPlan, SweepUnit, parse_index_list, 
 from verify.run.sweep import ROW_COLUMNS, frame_gate_checks, frame_table
 
 DEMO_FRAMES = 60  # configs/profiles/demo_dataset.yaml frames_per_episode
+# The sweep of the `swept` fixture: 2 episodes x 3 frames x 2 seeds, batches of 4, fp32 vs bf16 on the CPU.
+SWEPT = (
+    "--dut", "cpu", "--dut-dtype", "bfloat16", "--episodes", "0-1", "--frames", "55:100:2", "--seeds", "0,1",
+    "--batch-size", "4", "--frame-stat", "max",
+)  # fmt: skip
 # demo_cache / demo_dataset: the session's demo dataset and tiny checkpoint (conftest).
 
 
@@ -140,20 +145,7 @@ def swept(demo_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     result = sweep(
         demo_cache,
-        "--dut",
-        "cpu",
-        "--dut-dtype",
-        "bfloat16",
-        "--episodes",
-        "0-1",
-        "--frames",
-        "55:100:2",
-        "--seeds",
-        "0,1",
-        "--batch-size",
-        "4",
-        "--frame-stat",
-        "max",
+        *SWEPT,
         "--out",
         out / "report",
         "--json",
@@ -238,20 +230,7 @@ def test_per_frame_gate_failure_exits_1_and_traces_the_worst_frame(demo_cache, s
     pos_tol = (earlier["position"]["rmse"] + worst_position) / 2
     result = sweep(
         demo_cache,
-        "--dut",
-        "cpu",
-        "--dut-dtype",
-        "bfloat16",
-        "--episodes",
-        "0-1",
-        "--frames",
-        "55:100:2",
-        "--seeds",
-        "0,1",
-        "--batch-size",
-        "4",
-        "--frame-stat",
-        "max",
+        *SWEPT,
         "--pos-tol",
         f"{pos_tol:.9g}",
         "--trace-on-fail",

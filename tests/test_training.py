@@ -16,7 +16,6 @@ from verify.model.training import (
     COMMITTED_POLICY,
     TRAINING_FILE,
     load_recipe,
-    load_training_frames,
     stored_identity,
     train_policy,
     training_batch,
@@ -31,14 +30,14 @@ TRACKING_BOUND_M = 0.02  # the acceptance figure: mean TCP distance to the recor
 @pytest.fixture(scope="module")
 def demo_batch(demo_dataset):
     """The demo dataset's 120 frames through the tiny pi0's pre-processor, and the statistics it used."""
-    from verify.data.observation import load_frames
+    from verify.data.observation import load_chunk_frames, load_frames
     from verify.model.processors import make_processors
     from verify.model.tiny import build_byte_tokenizer, build_tiny_policy, load_tiny_profile
 
     stats = load_frames(demo_dataset, 0, [0]).stats
     config = build_tiny_policy(load_tiny_profile(), seed=0).config
     preprocessor, _ = make_processors(config, stats, build_byte_tokenizer())
-    frames = load_training_frames(demo_dataset, int(config.chunk_size))
+    frames = load_chunk_frames(demo_dataset, int(config.chunk_size))
     return training_batch(frames, preprocessor, list(config.image_features))
 
 

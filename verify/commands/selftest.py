@@ -17,7 +17,7 @@ from verify.progress import Progress
 from verify.publish import CALIBRATION_JSON, OutputPaths
 from verify.run.inputs import ModelSource, prepare_inputs
 from verify.run.selftest import FAULT, VARIANT, SelftestConfig, SelftestHarness
-from verify.run.sides import SideConfig
+from verify.run.sides import SideConfig, default_noise
 
 
 def run_selftest(
@@ -35,6 +35,7 @@ def run_selftest(
     0 when every variant passes the calibrated gate and every fault fails it where it was injected."""
     from verify.model.devices import resolve_device
     from verify.model.rewrites import CATALOGUE
+    from verify.model.runner import noise_shape_of
 
     resolve_device(side.device)
     if side.variants or side.faults:
@@ -48,14 +49,13 @@ def run_selftest(
         inputs = prepare_inputs(
             source, robot, selection.episode, selection.frame, selection.noise, progress, side.device
         )
-        harness = SelftestHarness(side, inputs, gate, config, progress=progress)
+        noise = inputs.noise or default_noise(noise_shape_of(inputs.checkpoint, side.num_inference_steps))
         if gate.calibration is None:
             from verify.run.calibrate import measure_calibration
 
-            assert harness.noise is not None
-            gate = replace(gate, calibration=measure_calibration(side, inputs, harness.noise, gate, progress))
+            gate = replace(gate, calibration=measure_calibration(side, inputs, noise, gate, progress))
         gate = replace(gate, mode="both")
-        harness.gate = gate
+        harness = SelftestHarness(side, inputs, gate, config, noise, progress)
         results = [harness.case(name, VARIANT, CATALOGUE[name].summary, None) for name in variants]
         results += [harness.case(name, FAULT, CATALOGUE[name].summary, CATALOGUE[name].first_module) for name in faults]
         rows = harness.sensitivity() if sensitivity else []

@@ -263,6 +263,29 @@ def load_frames(dataset_dir: str | Path, episode: int, frames: Sequence[int]) ->
     )
 
 
+def load_chunk_frames(dataset_dir: str | Path, chunk_size: int) -> list[dict]:
+    """Every frame of a dataset, decoded once by lerobot, each with the action chunk that starts at it.
+
+    Items as LeRobotDataset gives them: cameras [3, H, W] float in [0, 1], observation.state [S],
+    task, and `action` [chunk_size, A] with `action_is_pad` [chunk_size] (True past the episode's
+    end, where lerobot repeats the episode's last action).
+    """
+    layout = inspect_dataset(dataset_dir)
+    try:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        fps = float(layout.info["fps"])
+        chunk = {"action": [step / fps for step in range(chunk_size)]}
+        dataset = LeRobotDataset(layout.repo_id, root=layout.root, delta_timestamps=chunk, video_backend=VIDEO_BACKEND)
+        return [dataset[index] for index in range(len(dataset))]
+    except Exception as error:  # a corrupt file surfaces in many library types
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise InputError(
+            f"{layout.root}: lerobot could not read the dataset's frames and chunks ({type(error).__name__}: "
+            f"{first_line})"
+        ) from None
+
+
 def _broken_video(layout: DatasetLayout, row: dict) -> str | None:
     """'FILE: problem' for the first of the episode's video files that does not decode to every frame of
     the episode (lerobot's decoder says only that a timestamp was not found), else None."""

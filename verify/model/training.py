@@ -2,10 +2,10 @@
 
 lerobot's PI0Policy at the tiny profile's sizes (`build_tiny_policy`) learns the generated Koch-like
 dataset through `PI0Policy.forward` (the flow-matching loss), fed by lerobot's own pre-processor
-(`make_processors`) and optimised with lerobot's AdamW and cosine-with-warmup presets. lerobot's
-LeRobotDataset decodes every frame once, with `delta_timestamps` for the action chunk: past an
-episode's end it repeats the episode's last action and flags those steps in `action_is_pad`, and
-PI0Policy.forward trains on them as they are (it does not read the flag). The recipe lives in
+(`make_processors`) and optimised with lerobot's AdamW and cosine-with-warmup presets. The frames
+come decoded once, each with its action chunk (verify/data/observation.py `load_chunk_frames`): past
+an episode's end lerobot repeats the episode's last action and flags those steps in `action_is_pad`,
+and PI0Policy.forward trains on them as they are (it does not read the flag). The recipe lives in
 configs/profiles/demo_training.yaml. Seeded and single-threaded: two trainings of one recipe give
 byte-identical weights.
 
@@ -42,8 +42,6 @@ COMMITTED_POLICY = Path(__file__).resolve().parent / "demo_policy"
 TRAINING_FILE = "training.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 CACHE_PREFIX = "trained_pi0"
-# PyAV ships its own FFmpeg; lerobot's default (torchcodec) needs a system one (verify/data/observation.py).
-VIDEO_BACKEND = "pyav"
 # One step's loss depends on the flow-matching time it drew; the mean of the last steps says where training ended.
 FINAL_LOSS_STEPS = 50
 
@@ -119,29 +117,6 @@ def _positive(document: dict, key: str) -> float:
 
 
 # ---------------------------------------------------------------- data
-
-
-def load_training_frames(dataset_root: str | Path, chunk_size: int) -> list[dict]:
-    """Every frame of a LeRobot dataset, decoded once by lerobot, each with its action chunk.
-
-    Items as LeRobotDataset gives them: cameras [3, H, W] float in [0, 1], observation.state [S],
-    task, and `action` [chunk_size, A] with `action_is_pad` [chunk_size] (True past the episode's
-    end, where lerobot repeats the episode's last action).
-    """
-    root = Path(dataset_root)
-    try:
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
-
-        repo_id = f"local/{root.name}"  # a local folder: lerobot reads it and never asks the hub
-        fps = LeRobotDatasetMetadata(repo_id, root=root).fps
-        chunk = {"action": [step / fps for step in range(chunk_size)]}
-        dataset = LeRobotDataset(repo_id, root=root, delta_timestamps=chunk, video_backend=VIDEO_BACKEND)
-        return [dataset[index] for index in range(len(dataset))]
-    except Exception as error:  # lerobot surfaces a broken dataset in many library types
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        raise InputError(
-            f"{root}: lerobot could not read the dataset to train on ({type(error).__name__}: {first_line})"
-        ) from None
 
 
 def training_batch(frames: list[dict], preprocessor: Any, camera_keys: list[str]) -> dict:
@@ -243,13 +218,16 @@ def train_policy(
 
 def train_demo_policy(
     out_dir: str | Path,
-    dataset_root: str | Path,
+    load_frames: Callable[[int], list[dict]],
     dataset_stats: dict,
     dataset_key: str,
     recipe: TrainingRecipe | None = None,
     evaluate: Callable[[Path], dict] | None = None,
 ) -> Path:
-    """Trains the tiny pi0 on the dataset at `dataset_root` and writes its checkpoint folder at `out_dir`.
+    """Trains the tiny pi0 on a dataset's frames and writes its checkpoint folder at `out_dir`.
+
+    `load_frames(chunk_size)`: every frame of the dataset with its action chunk, as
+    verify/data/observation.py `load_chunk_frames` reads them (this layer does not read datasets).
 
     The folder is a lerobot checkpoint (`write_checkpoint`) plus training.json (what was trained on
     what, the loss of every step, the wall time, and `evaluate(folder)`'s figures when given) and
@@ -267,7 +245,7 @@ def train_demo_policy(
         policy = build_tiny_policy(profile, seed=recipe.seed)
         tokenizer = build_byte_tokenizer()
         processors = make_processors(policy.config, dataset_stats, tokenizer)
-        frames = load_training_frames(dataset_root, int(policy.config.chunk_size))
+        frames = load_frames(int(policy.config.chunk_size))
         batch = training_batch(frames, processors[0], list(policy.config.image_features))
         steps_started = time.perf_counter()
         losses = train_policy(policy, batch, recipe)
@@ -373,7 +351,7 @@ def trained_checkpoint_folder(cache_dir: str | Path, dataset_key: str) -> Path:
 
 def ensure_trained_checkpoint(
     cache_dir: str | Path,
-    dataset_root: str | Path,
+    load_frames: Callable[[int], list[dict]],
     dataset_stats: dict,
     dataset_key: str,
     evaluate: Callable[[Path], dict] | None = None,
@@ -391,7 +369,7 @@ def ensure_trained_checkpoint(
     steps = load_recipe().steps
     _step(progress, f"preparing the trained tiny pi0 (trained on first use: {steps} steps, a minute or two on a CPU)")
     try:
-        return train_demo_policy(target, dataset_root, dataset_stats, dataset_key, evaluate=evaluate)
+        return train_demo_policy(target, load_frames, dataset_stats, dataset_key, evaluate=evaluate)
     except (InputError, OSError):
         if target.is_dir():  # another process finished the same training first
             return target

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from kinematics import RobotModel, load_robot
 from verify.errors import InputError
-from verify.run.sides import RunInputs, check_cameras
+from verify.run.sides import RunInputs, check_cameras, default_noise
 
 if TYPE_CHECKING:  # the model packages load torch, which the model-free commands do without
     from verify.model.seeded import SeededCheckpoint
@@ -173,13 +173,14 @@ class ModelSource:
             _step(progress, f"making the full-size seeded pi0 on {build_device} and writing {self.save_checkpoint}")
             return save_seeded_checkpoint(recipe, self.save_checkpoint, resolve_device(build_device), progress)
         from verify.data.demo_dataset import ensure_demo_dataset, load_demo_profile, profile_cache_key
+        from verify.data.observation import load_chunk_frames
         from verify.model.training import ensure_trained_checkpoint
 
         dataset = ensure_demo_dataset(self.cache)  # made by dataset_folder already: this only finds it
         demo = load_demo_profile()
         tiny = ensure_trained_checkpoint(
             self.cache / "checkpoints",
-            dataset,
+            lambda chunk_size: load_chunk_frames(dataset, chunk_size),
             dataset_stats or {},
             profile_cache_key(demo),
             evaluate=lambda folder: demo_tracking_error(folder, dataset, load_robot(demo.robot)),
@@ -234,14 +235,13 @@ def demo_tracking_error(checkpoint: Path, dataset: Path, robot: RobotModel) -> d
     import numpy as np
 
     from kinematics import dataset_forward_kinematics
-    from noise import make_noise
     from verify.compare.metrics import position_errors
+    from verify.data.observation import load_chunk_frames
     from verify.model.runner import Pi0Runner
-    from verify.model.training import load_training_frames
 
     with Pi0Runner(checkpoint) as runner:
-        frames = load_training_frames(dataset, runner.expected_noise_shape[1])
-        noise = make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
+        frames = load_chunk_frames(dataset, runner.expected_noise_shape[1])
+        noise = default_noise(runner.expected_noise_shape)
         predicted = runner.predict(frames, noise)
     recorded = np.stack([np.asarray(frame["action"]) for frame in frames])  # [N, chunk, A]
     padded = np.stack([np.asarray(frame["action_is_pad"]) for frame in frames])  # [N, chunk]

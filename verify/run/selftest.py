@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from noise import FixedNoise, make_noise
+from noise import FixedNoise
 from verify.compare.artifact import TrajectoryArtifact
 from verify.compare.comparator import ComparisonResult, compare
 from verify.compare.gate import GateConfig
 from verify.configs import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
-from verify.run.sides import RunInputs, SideConfig, artifact_meta, load_runner, runner_facts
+from verify.run.sides import RunInputs, SideConfig, load_runner, side_artifact
 from verify.run.trace import ModuleRecorder, ReferenceStore, TraceConfig, UnderTestComparator
 
 SELFTEST_FILE = CONFIGS_DIR / "selftest.yaml"
@@ -157,16 +157,15 @@ class SelftestHarness:
         inputs: RunInputs,
         gate: GateConfig,
         config: SelftestConfig,
-        noise: FixedNoise | None = None,
+        noise: FixedNoise,
         progress=None,
     ):
-        self.side, self.inputs, self.gate, self.config = side, inputs, gate, config
+        """Runs the reference once, hooked. gate: with its calibration; noise: what every run receives."""
+        self.side, self.inputs, self.gate, self.config, self.noise = side, inputs, gate, config, noise
         self.progress = progress
         self.trace_config = replace(TraceConfig.from_file(), relative_tolerance=config.trace_tolerance)
         self.store = ReferenceStore(self.trace_config)
-        self.noise = noise or inputs.noise
         self.reference = self._run(side, self.store)
-        assert self.noise is not None
 
     def _step(self, message: str) -> None:
         if self.progress is not None:
@@ -182,31 +181,13 @@ class SelftestHarness:
         return load_runner(side, self.inputs.checkpoint, self.inputs.observations.stats)
 
     def _predict(self, side: SideConfig, runner, sink) -> TrajectoryArtifact:
-        from verify.model.devices import device_description
-
-        inputs = self.inputs
-        if self.noise is None:
-            self.noise = make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
-        frames = inputs.observations.frames[:1]
+        frames = self.inputs.observations.frames[:1]
         if sink is None:  # compiled models are not hooked: the compiler would trace the hooks
             actions = runner.predict(frames, self.noise)
         else:
             with ModuleRecorder(runner.policy.model, self.trace_config, len(frames), 0, sink):
                 actions = runner.predict(frames, self.noise)
-        meta = artifact_meta(
-            side,
-            inputs.robot,
-            runner_facts(runner, device_description(runner.device)),
-            checkpoint=inputs.checkpoint,
-            checkpoint_sha256=inputs.checkpoint_sha256,
-            noise_sha256=self.noise.sha256,
-            noise_description={"seed": self.noise.seed, "shape": list(self.noise.shape)},
-            observation_sha256=inputs.observations.sha256,
-            observation_description=inputs.observations.description,
-            latency=None,
-            extra=inputs.extra_meta,
-        )
-        return TrajectoryArtifact(actions, meta)
+        return side_artifact(side, self.inputs, runner, actions, self.noise)
 
     def judge(self, under_test: TrajectoryArtifact) -> ComparisonResult:
         return compare(self.reference, under_test, self.inputs.robot, self.gate)

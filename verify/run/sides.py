@@ -95,15 +95,12 @@ def load_runner(
 
 def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[TrajectoryArtifact, FixedNoise]:
     """Load, predict, time, release. Returns the artifact and the noise it actually received."""
-    from verify.model.devices import device_description
-
     step = progress.step if progress is not None else (lambda message: None)
     step(f"loading pi0 on {side.label}")
     with load_runner(side, inputs.checkpoint, inputs.observations.stats, progress=progress) as runner:
-        device = runner.device
-        noise = inputs.noise or make_noise(0, runner.expected_noise_shape, created_by="verify-ate (default seed 0)")
+        noise = inputs.noise or default_noise(runner.expected_noise_shape)
         check_noise_shape(noise.shape, runner.expected_noise_shape, inputs.noise_source)
-        names = dataset_action_names(
+        dataset_action_names(
             inputs.observations.features, str(inputs.observations.description["dataset"]), inputs.robot
         )
         check_action_width(runner.action_dim, inputs.checkpoint, inputs.robot)
@@ -113,21 +110,37 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
         if side.iters > 0:
             step(f"timing {side.iters} calls on {side.label} after {side.warmup} warm-up")
             latency = runner.measure_latency(inputs.observations.frames, noise, warmup=side.warmup, iters=side.iters)
-        meta = artifact_meta(
-            side,
-            inputs.robot,
-            runner_facts(runner, device_description(device)),
-            checkpoint=inputs.checkpoint,
-            checkpoint_sha256=inputs.checkpoint_sha256,
-            noise_sha256=noise.sha256,
-            noise_description={"seed": noise.seed, "generator": noise.generator, "shape": list(noise.shape)},
-            observation_sha256=inputs.observations.sha256,
-            observation_description=inputs.observations.description,
-            latency=latency,
-            extra=inputs.extra_meta,
-            joint_names=names,
-        )
-    return TrajectoryArtifact(actions, meta), noise
+        artifact = side_artifact(side, inputs, runner, actions, noise, latency)
+    return artifact, noise
+
+
+def default_noise(shape: tuple[int, ...]) -> FixedNoise:
+    """The noise of a run given no noise file: seed 0 of the policy's shape, made once and then shared."""
+    return make_noise(0, shape, created_by="verify-ate (default seed 0)")
+
+
+def side_artifact(
+    side: SideConfig, inputs: RunInputs, runner, actions, noise: FixedNoise, latency: dict | None = None
+) -> TrajectoryArtifact:
+    """One side's predicted actions [N, T, J] on `inputs` with `noise`, and the meta every side writes."""
+    from verify.model.devices import device_description
+
+    observations = inputs.observations
+    meta = artifact_meta(
+        side,
+        inputs.robot,
+        runner_facts(runner, device_description(runner.device)),
+        checkpoint=inputs.checkpoint,
+        checkpoint_sha256=inputs.checkpoint_sha256,
+        noise_sha256=noise.sha256,
+        noise_description={"seed": noise.seed, "generator": noise.generator, "shape": list(noise.shape)},
+        observation_sha256=observations.sha256,
+        observation_description=observations.description,
+        latency=latency,
+        extra=inputs.extra_meta,
+        joint_names=dataset_action_names(observations.features, str(observations.description["dataset"]), inputs.robot),
+    )
+    return TrajectoryArtifact(actions, meta)
 
 
 def runner_facts(runner, device_info: dict) -> dict:
