@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, run_cli
 
-from verify.run.distributed import Group, backend_for, batches_of_rank, rank_device
+from verify.run.distributed import Group, backend_for, batches_of_rank, rank_device, wait_until_released
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -67,10 +67,29 @@ def test_batches_are_dealt_round_robin_and_gathered_back_in_unit_order():
     assert gathered.shape == (3, 2, 3) and gathered[:, 0, 0].tolist() == [0.0, 1.0, 2.0]
 
 
+def test_the_last_barrier_returns_only_once_nothing_else_holds_its_tensor():
+    """A rank that exits while gloo's worker still holds the barrier's tensor dies with SIGABRT at exit
+    (seen under torchrun: a run that passed, exit -6). Here autograd holds the C++ reference that gloo's
+    finished work holds there, and drops it from another thread 0.2 s later."""
+    import threading
+    import time
+
+    import torch
+
+    token = torch.zeros(1, requires_grad=True)
+    graph = [token * token]  # saves `token` for backward: a second reference, held in C++
+    assert token._use_count() > 1
+    threading.Timer(0.2, graph.clear).start()
+    started = time.monotonic()
+    wait_until_released(token)
+    assert token._use_count() == 1 and time.monotonic() - started >= 0.2
+
+
 def _torchrun(args, env, nproc=2):
+    """`--standalone`: a free port for the rendezvous, not 29500, which another job may hold."""
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **env}
     return subprocess.run(
-        [str(TORCHRUN), "--nproc-per-node", str(nproc), "-m", "verify.cli", *map(str, args)],
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), "-m", "verify.cli", *map(str, args)],
         cwd=REPO_ROOT,
         env=environment,
         capture_output=True,

@@ -14,6 +14,7 @@ raise the same kind of error, so every rank exits with the same code.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,22 @@ import numpy as np
 from verify.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, DeviceUnavailableError, InputError
 
 MESSAGE_BYTES = 1024  # one failure message per rank travels in a fixed-size byte row
+
+
+def wait_until_released(tensor, timeout_s: float = 10.0) -> None:
+    """Return once no collective still holds `tensor` (its C++ use count is back to this one reference).
+
+    gloo wakes the caller when a collective completes, but its worker thread drops the finished work,
+    and with it the tensor, a moment later, and that drop takes the GIL to release the tensor's Python
+    object. After the last collective of a run the interpreter may already be finalizing by then: the
+    worker thread is stopped inside a destructor and the rank dies with SIGABRT ("terminate called
+    without an active exception", exit -6) after its run succeeded. Sleeping hands the worker the GIL;
+    the count drops just before the worker asks for it, hence one more short sleep at the end.
+    """
+    deadline = time.monotonic() + timeout_s
+    while tensor._use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.01)
 
 
 def torchrun_world() -> tuple[int, int, int]:
@@ -99,7 +116,9 @@ class Group:
             import torch
             import torch.distributed as dist
 
-            dist.all_reduce(torch.zeros(1))
+            token = torch.zeros(1)
+            dist.all_reduce(token)
+            wait_until_released(token)
 
     def agree(self, error: BaseException | None) -> None:
         """Every rank calls this at the same point; if any rank failed, every rank raises.
