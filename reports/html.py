@@ -399,7 +399,7 @@ def _bounds_rows(summary: dict) -> list[dict]:
             "orientation": number(calibrated["orientation_rad"], "rad"),
             "passed": bool(calibrated["pass"]),
             "role": ("decides the exit code; " if decides == "calibrated" else "reported; ")
-            + "; ".join(text(line) for line in calibrated["explained"]),
+            + "; ".join(text(line) for line in [*calibrated["explained"], *calibrated.get("differences", [])]),
         },
     ]
 

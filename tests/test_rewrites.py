@@ -238,6 +238,45 @@ def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(
         tmp_path / "again.json",
     )
     assert again.returncode == 1, again.stderr
-    assert json.loads((tmp_path / "again.json").read_text())["gate"]["calibrated"]["position_m"] == pytest.approx(
-        gate["calibrated"]["position_m"]
+    reused = json.loads((tmp_path / "again.json").read_text())["gate"]["calibrated"]
+    assert reused["position_m"] == pytest.approx(gate["calibrated"]["position_m"])
+    assert reused["differences"] == [] and gate["calibrated"]["differences"] == []  # the same inputs
+    # A calibration measured on another model is never taken silently: the verdict and the JSON say so.
+    foreign = json.loads((out / "calibration.json").read_text())
+    foreign["provenance"]["checkpoint_sha256"] = "f" * 64
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    other = run_cli("compare", out / "ref.npz", out / "dut.npz", "--calibration", tmp_path / "foreign.json")
+    assert other.returncode == 1, other.stderr
+    assert "note: the calibration was measured on another checkpoint (sha256 ffffffffffff" in other.stdout
+    # A sweep gated on the calibration: its per-frame checks, frame table and count follow that gate.
+    sweep = run_cli(
+        "sweep",
+        "--demo",
+        "--cache-dir",
+        demo_cache,
+        "--dut",
+        "cpu",
+        "--dut-dtype",
+        "float32",
+        "--iters",
+        "0",
+        "--frames",
+        "0:2",
+        "--frame-stat",
+        "max",
+        "--inject",
+        "state-unnormalized",
+        "--calibration",
+        out / "calibration.json",
+        "--gate",
+        "calibrated",
+        "--out",
+        tmp_path / "sweep",
     )
+    swept = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert sweep.returncode == 1, sweep.stderr
+    per_frame = {c["name"]: c for c in swept["gate"]["calibrated"]["checks"] if c["name"].startswith("per-frame")}
+    assert per_frame["per-frame position"]["threshold"] == pytest.approx(gate["calibrated"]["position_m"])
+    assert {c["name"]: c["threshold"] for c in swept["checks"]}["per-frame position"] == 0.03  # the seed's
+    assert not per_frame["per-frame position"]["pass"] and swept["sweep"]["frames_failed"] == 2
+    assert "per-frame position max" in sweep.stdout and "another observation" in sweep.stdout

@@ -191,8 +191,11 @@ def verdict_lines(summary: dict, trace: TraceResult | None = None, is_sweep: boo
     if calibrated:
         decides = "decides the exit code" if gate["decides"] == "calibrated" else "reported; the seed's bounds decide"
         lines.append(f"  calibrated gate: {'PASS' if calibrated['pass'] else 'FAIL'} ({decides})")
-        for check in calibrated["checks"][:2]:
+        # Only the bounds a calibration sets; the other checks are the seed gate's, already printed.
+        for check in (c for c in calibrated["checks"] if "position" in c["name"] or "orientation" in c["name"]):
             lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']} (calibrated)")
+        for difference in calibrated.get("differences", []):
+            lines.append(f"  note: the calibration was {difference}")
     recorded = summary.get("recorded")
     if recorded:
         lines.append(

@@ -96,6 +96,23 @@ class Calibration:
             f"{floor:.3g} {unit} ({name}), within [{self.minimum[series]:g}, {self.ceiling[series]:g}] {unit}"
         )
 
+    def differences(self, reference_meta: dict[str, Any]) -> list[str]:
+        """What the floors were measured on that this reference did not see, one phrase per input:
+        another checkpoint means other floors; another observation or noise is how a calibration of one
+        frame serves a sweep. Empty when every hash matches or one side does not know it."""
+        found = []
+        for key, what in (
+            ("checkpoint_sha256", "checkpoint"),
+            ("observation_sha256", "observation"),
+            ("noise_sha256", "noise"),
+        ):
+            measured, current = self.provenance.get(key), reference_meta.get(key)
+            if measured and current and measured != current:
+                found.append(
+                    f"measured on another {what} (sha256 {measured[:12]}..., this reference {current[:12]}...)"
+                )
+        return found
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT,

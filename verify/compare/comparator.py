@@ -83,6 +83,7 @@ class ComparisonResult:
                     calibration.describe(self.config.orientation_series, self.config.statistic),
                 ],
                 "calibration": {**calibration.as_dict(), "file": calibration.source or None},
+                "differences": calibration.differences(self.reference.meta),
             }
         return {"mode": self.config.mode, "decides": self.config.decides, "seed": seed, "calibrated": calibrated}
 
