@@ -185,14 +185,13 @@ def verdict_lines(summary: dict, trace: TraceResult | None = None, is_sweep: boo
     ]
     gate = summary.get("gate") or {}
     calibrated = gate.get("calibrated")
-    seed_label = " (seed bounds)" if calibrated else ""
     for check in summary["checks"]:
+        seed_label = " (seed bounds)" if calibrated and _calibrated_bound(check) else ""
         lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']}{seed_label}")
     if calibrated:
         decides = "decides the exit code" if gate["decides"] == "calibrated" else "reported; the seed's bounds decide"
         lines.append(f"  calibrated gate: {'PASS' if calibrated['pass'] else 'FAIL'} ({decides})")
-        # Only the bounds a calibration sets; the other checks are the seed gate's, already printed.
-        for check in (c for c in calibrated["checks"] if "position" in c["name"] or "orientation" in c["name"]):
+        for check in filter(_calibrated_bound, calibrated["checks"]):
             lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']} (calibrated)")
         for difference in calibrated.get("differences", []):
             lines.append(f"  note: the calibration was {difference}")
@@ -208,6 +207,12 @@ def verdict_lines(summary: dict, trace: TraceResult | None = None, is_sweep: boo
         where = f" ({trace.unit['name'] if trace.unit else 'frame'})" if is_sweep else ""
         lines.append(f"  trace{where}: {trace.headline()}")
     return lines
+
+
+def _calibrated_bound(check: dict) -> bool:
+    """Whether a calibration sets this check's bound (position and orientation, pooled or per frame);
+    the finite, cosine and joint checks are the same in both gates."""
+    return "position" in check["name"] or "orientation" in check["name"]
 
 
 def _rewrites(meta: dict) -> str:
