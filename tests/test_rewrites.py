@@ -196,16 +196,9 @@ def test_sensitivity_reports_the_smallest_failing_perturbation_per_module(demo_c
 @pytest.mark.slow
 def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(demo_cache, tmp_path):
     out = tmp_path / "report"
+    demo = ("--demo", "--cache-dir", demo_cache, "--dut", "cpu", "--dut-dtype", "float32", "--iters", "0")
     result = run_cli(
-        "--demo",
-        "--cache-dir",
-        demo_cache,
-        "--dut",
-        "cpu",
-        "--dut-dtype",
-        "float32",
-        "--iters",
-        "0",
+        *demo,
         "--ref-variant",
         "add-rmsnorm",
         "--dut-variant",
@@ -241,7 +234,7 @@ def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(
     reused = json.loads((tmp_path / "again.json").read_text())["gate"]["calibrated"]
     assert reused["position_m"] == pytest.approx(gate["calibrated"]["position_m"])
     assert reused["differences"] == [] and gate["calibrated"]["differences"] == []  # the same inputs
-    # A calibration measured on another model is never taken silently: the verdict and the JSON say so.
+    # A calibration measured on another model is never taken silently: the verdict says so.
     foreign = json.loads((out / "calibration.json").read_text())
     foreign["provenance"]["checkpoint_sha256"] = "f" * 64
     (tmp_path / "foreign.json").write_text(json.dumps(foreign))
@@ -251,15 +244,7 @@ def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(
     # A sweep gated on the calibration: its per-frame checks, frame table and count follow that gate.
     sweep = run_cli(
         "sweep",
-        "--demo",
-        "--cache-dir",
-        demo_cache,
-        "--dut",
-        "cpu",
-        "--dut-dtype",
-        "float32",
-        "--iters",
-        "0",
+        *demo,
         "--frames",
         "0:2",
         "--frame-stat",

@@ -33,6 +33,8 @@ REQUIRED_META = (
     "checkpoint_sha256",
     "versions",
 )
+# The inputs a run hashes into its meta, and what each is called in messages.
+INPUT_HASHES = {"checkpoint_sha256": "checkpoint", "observation_sha256": "observation", "noise_sha256": "noise"}
 
 
 @dataclass
@@ -106,7 +108,7 @@ def load_artifact(
     names = meta["joint_names"]
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise InputError(f"{path}: meta joint_names must be a list of names")
-    for key in ("robot", "noise_sha256", "observation_sha256", "checkpoint_sha256"):
+    for key in ("robot", *INPUT_HASHES):
         if meta[key] is not None and not isinstance(meta[key], str):
             raise InputError(f"{path}: meta {key} must be text, not {type(meta[key]).__name__}")
     if meta["schema"] != SCHEMA:

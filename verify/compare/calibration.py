@@ -23,6 +23,7 @@ import numpy as np
 
 from kinematics import RobotModel, dataset_forward_kinematics
 from reports.atomic import write_text
+from verify.compare.artifact import INPUT_HASHES
 from verify.compare.metrics import GATEABLE_STATISTICS, SERIES_UNITS, AbsoluteTrajectoryError, statistic
 from verify.configs import CONFIGS_DIR, read_yaml
 from verify.errors import InputError
@@ -101,11 +102,7 @@ class Calibration:
         another checkpoint means other floors; another observation or noise is how a calibration of one
         frame serves a sweep. Empty when every hash matches or one side does not know it."""
         found = []
-        for key, what in (
-            ("checkpoint_sha256", "checkpoint"),
-            ("observation_sha256", "observation"),
-            ("noise_sha256", "noise"),
-        ):
+        for key, what in INPUT_HASHES.items():
             measured, current = self.provenance.get(key), reference_meta.get(key)
             if measured and current and measured != current:
                 found.append(

@@ -78,6 +78,11 @@ class GateConfig:
             mode="seed",
         )
 
+    def deciding(self) -> GateConfig:
+        """The gate whose bounds decide the exit code: the calibrated one under `--gate calibrated`."""
+        calibrated = self.calibrated()
+        return calibrated if calibrated is not None and self.decides == "calibrated" else self
+
     @classmethod
     def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides: float | str | None) -> GateConfig:
         document = read_yaml(path, "gate thresholds")

@@ -10,6 +10,7 @@ and timing.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import statistics
 import sys
@@ -236,11 +237,23 @@ class Pi0Runner:
 
     # ------------------------------------------------------------ lifetime
 
+    @contextlib.contextmanager
+    def temporary_hooks(self):
+        """Hooks that rewrites register inside the block are removed when it ends (one perturbation at a time)."""
+        kept = len(self.rewrite_handles)
+        try:
+            yield
+        finally:
+            self._remove_hooks(kept)
+
+    def _remove_hooks(self, kept: int = 0) -> None:
+        for handle in self.rewrite_handles[kept:]:
+            handle.remove()
+        del self.rewrite_handles[kept:]
+
     def release(self) -> None:
         """Drop the model and processors and return device memory (so two runners never overlap)."""
-        for handle in self.rewrite_handles:
-            handle.remove()
-        self.rewrite_handles.clear()
+        self._remove_hooks()
         for name in ("policy", "preprocessor", "postprocessor"):
             if hasattr(self, name):
                 delattr(self, name)

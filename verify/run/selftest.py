@@ -247,14 +247,9 @@ class SelftestHarness:
                 row = SensitivityRow(path, label, list(self.config.scales))
                 for scale in self.config.scales:
                     self._step(f"perturbing {label} by {scale:g}")
-                    kept = len(runner.rewrite_handles)
-                    perturb_output(path, scale, self.config.seed)(runner)
-                    try:
+                    with runner.temporary_hooks():
+                        perturb_output(path, scale, self.config.seed)(runner)
                         result = self.judge(self._predict(self.side, runner, None))
-                    finally:
-                        for handle in runner.rewrite_handles[kept:]:
-                            handle.remove()
-                        del runner.rewrite_handles[kept:]
                     assert result.calibrated_gate is not None
                     row.position.append(float(result.position.statistics.get(self.gate.statistic)))
                     row.orientation.append(float(result.gated_orientation.statistics.get(self.gate.statistic)))

@@ -440,14 +440,18 @@ def run_sweep(request: SweepRequest, group, progress=None) -> SweepOutcome | Non
         artifacts.append(TrajectoryArtifact(actions, meta))
     result = compare(artifacts[0], artifacts[1], request.robot, request.gate)
     finite_units = np.all(np.isfinite(ref_actions), axis=(1, 2)) & np.all(np.isfinite(dut_actions), axis=(1, 2))
-    calibrated = request.gate.calibrated()
     # The table's pass column, its count and the worst frames follow the gate that decides the exit code.
-    deciding = calibrated if calibrated is not None and request.gate.decides == "calibrated" else request.gate
     table = frame_table(
-        plan, result.position.errors, result.gated_orientation.errors, finite_units, deciding, request.frame_stat
+        plan,
+        result.position.errors,
+        result.gated_orientation.errors,
+        finite_units,
+        request.gate.deciding(),
+        request.frame_stat,
     )
     if request.frame_stat is not None:
         result = replace(result, gate=GateResult(result.gate.checks + frame_gate_checks(plan, table, request.gate)))
+        calibrated = request.gate.calibrated()
         if result.calibrated_gate is not None and calibrated is not None:
             checks = result.calibrated_gate.checks + frame_gate_checks(plan, table, calibrated)
             result = replace(result, calibrated_gate=GateResult(checks))
