@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kinematics import Poses, dataset_forward_kinematics, load_robot
-from verify.compare.metrics import AbsoluteTrajectoryError
+from verify_ate.kinematics import Poses, dataset_forward_kinematics, load_robot
+from verify_ate.verify.compare.metrics import AbsoluteTrajectoryError
 
 URDF = Path(__file__).resolve().parent / "koch_v1_1.urdf"
 

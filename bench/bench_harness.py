@@ -28,8 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,7 +55,7 @@ def interleaved(variants: dict, repeats: int, warmup: int = 3) -> dict:
 def overhead(runner, frames, noise_rows, repeats: int) -> dict:
     import torch
 
-    from verify.model.runner import stack_frames
+    from verify_ate.verify.model.runner import stack_frames
 
     policy = runner.policy
     noise = torch.from_numpy(noise_rows.copy())
@@ -96,15 +94,15 @@ def main() -> int:
 
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
-    from kinematics import load_robot
-    from noise import make_noise
-    from verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset
-    from verify.data.observation import load_frames
-    from verify.model.runner import Pi0Runner
-    from verify.model.tiny import ensure_tiny_checkpoint
-    from verify.run.plan import FrameRange, NoiseSource, plan_sweep
-    from verify.run.sides import SideConfig
-    from verify.run.sweep import run_side_pass
+    from verify_ate.kinematics import load_robot
+    from verify_ate.noise import make_noise
+    from verify_ate.verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.tiny import ensure_tiny_checkpoint
+    from verify_ate.verify.run.plan import FrameRange, NoiseSource, plan_sweep
+    from verify_ate.verify.run.sides import SideConfig
+    from verify_ate.verify.run.sweep import run_side_pass
 
     cache = args.cache_dir or default_cache_dir()
     dataset = ensure_demo_dataset(cache)

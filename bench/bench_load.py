@@ -26,8 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -43,8 +41,8 @@ def parse_args():
 def write_checkpoint(profile_path: Path, out_dir: Path) -> Path:
     import torch
 
-    from verify.configs import read_yaml
-    from verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
+    from verify_ate.verify.configs import read_yaml
+    from verify_ate.verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
 
     profile = read_yaml(profile_path, "bench profile")
     stats = {
@@ -57,8 +55,8 @@ def write_checkpoint(profile_path: Path, out_dir: Path) -> Path:
 def load_lerobot(folder: Path, dtype: str):
     from lerobot.policies.pi0 import PI0Policy
 
-    from verify.model.architecture import checkpoint_architecture
-    from verify.model.checkpoint import load_pi0_config
+    from verify_ate.verify.model.architecture import checkpoint_architecture
+    from verify_ate.verify.model.checkpoint import load_pi0_config
 
     config = load_pi0_config(folder, [f"--dtype={dtype}"])
     with checkpoint_architecture(folder), contextlib.redirect_stdout(io.StringIO()):
@@ -68,8 +66,8 @@ def load_lerobot(folder: Path, dtype: str):
 def load_verify_ate(folder: Path, dtype: str):
     import torch
 
-    from verify.model.checkpoint import load_pi0_config, load_policy
-    from verify.model.weights import checkpoint_weights
+    from verify_ate.verify.model.checkpoint import load_pi0_config, load_policy
+    from verify_ate.verify.model.weights import checkpoint_weights
 
     config = load_pi0_config(folder, [f"--dtype={dtype}"])
     policy, _ = load_policy(folder, config, checkpoint_weights(folder), torch.device("cpu"))
@@ -79,7 +77,7 @@ def load_verify_ate(folder: Path, dtype: str):
 def timed(load, folder: Path, dtype: str) -> tuple[float, float, object]:
     import gc
 
-    from verify.model.devices import MemoryMonitor
+    from verify_ate.verify.model.devices import MemoryMonitor
 
     gc.collect()
     import torch

@@ -15,15 +15,12 @@ nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def parse_args():
-    from verify.model.rewrites import VARIANTS
+    from verify_ate.verify.model.rewrites import VARIANTS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -41,12 +38,12 @@ def parse_args():
 def main() -> int:
     import torch
 
-    from kinematics import load_robot
-    from noise import make_noise
-    from verify.compare.calibration import benign_floor
-    from verify.model.rewrites import VARIANT, parse_names
-    from verify.run.inputs import ModelSource, prepare_inputs
-    from verify.run.sides import SideConfig, load_runner
+    from verify_ate.kinematics import load_robot
+    from verify_ate.noise import make_noise
+    from verify_ate.verify.compare.calibration import benign_floor
+    from verify_ate.verify.model.rewrites import VARIANT, parse_names
+    from verify_ate.verify.run.inputs import ModelSource, prepare_inputs
+    from verify_ate.verify.run.sides import SideConfig, load_runner
 
     args = parse_args()
     if args.threads:

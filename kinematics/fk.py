@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kinematics.robot import RobotModel
+from verify_ate.kinematics.robot import RobotModel
 
 # A NumPy array or a torch tensor: one chain walk serves both.
 Array = Any

@@ -3,7 +3,7 @@
 The robot configs in configs/robots/ are produced by this tool, so the numbers there are
 traceable to the MJCF they came from:
 
-    python -m kinematics.mjcf_to_dh tests/data/koch_follower_kinematic.xml \
+    python -m verify_ate.kinematics.mjcf_to_dh tests/data/koch_follower_kinematic.xml \
         --flange gripper_assembly
 
 prints the `base`, `tool` and per-joint DH rows as YAML. Only the kinematic skeleton is read
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kinematics.rotations import matrix_to_quaternion, quaternion_to_matrix
+from verify_ate.kinematics.rotations import matrix_to_quaternion, quaternion_to_matrix
 
 _TOLERANCE = 1e-12
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from kinematics.rotations import quaternion_to_matrix
+from verify_ate import CONFIGS_DIR
+from verify_ate.kinematics.rotations import quaternion_to_matrix
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "robots"
+CONFIG_DIR = CONFIGS_DIR / "robots"
 
 
 class RobotConfigError(ValueError):

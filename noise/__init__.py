@@ -1,6 +1,6 @@
 """Fixed-noise files: create (seeded), load and validate, hash, import from .npy / .pt."""
 
-from noise.fixed_noise import (
+from verify_ate.noise.fixed_noise import (
     GENERATOR,
     FixedNoise,
     NoiseFileError,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reports.atomic import atomic_path
+from verify_ate.reports.atomic import atomic_path
 
 GENERATOR = "pcg64-box-muller-v1"
 TENSOR_NAME = "noise"

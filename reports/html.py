@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from reports import plots
-from reports.atomic import write_text
-from reports.data import ReportArrays, SweepArrays
-from reports.format import is_number, number, text
-from reports.summary_files import SERIES_KEYS
-from reports.sweep_report import sweep_section
-from reports.trace_report import trace_section
+from verify_ate.reports import plots
+from verify_ate.reports.atomic import write_text
+from verify_ate.reports.data import ReportArrays, SweepArrays
+from verify_ate.reports.format import is_number, number, text
+from verify_ate.reports.summary_files import SERIES_KEYS
+from verify_ate.reports.sweep_report import sweep_section
+from verify_ate.reports.trace_report import trace_section
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 HASH_KEYS = (
@@ -138,6 +138,10 @@ def _load_rows(meta: dict) -> dict[str, str]:
         rows["kept in float32"] = ", ".join(text(name) for name in load["float32_modules"])
     if load.get("files"):
         rows["weights read"] = ", ".join(text(name) for name in load["files"])
+    if load.get("layout"):
+        rows["tensor names"] = text(load["layout"])
+    if load.get("tied"):
+        rows["filled from a tied twin"] = ", ".join(f"{text(a)} from {text(b)}" for a, b in load["tied"].items())
     return rows
 
 
@@ -215,7 +219,7 @@ def _gate_cards(summary: dict) -> list[dict]:
 
 
 def _figure_notes(summary: dict) -> list[str]:
-    """What the page says about the action-space figures and the two orientation errors."""
+    """What the page says about the action-space figures, and the summary's notices (other than forced)."""
     notes = []
     space = summary.get("action_space")
     if isinstance(space, dict) and is_number(space.get("cosine")):
@@ -224,15 +228,7 @@ def _figure_notes(summary: dict) -> list[str]:
             f"action space: cosine similarity {space['cosine']:.8f} (smallest per step "
             f"{space['min_step_cosine']:.8f}), MSE {number(space['mse'])} {unit}²"
         )
-    apart = summary.get("orientation_disagreement")
-    if isinstance(apart, dict) and apart.get("count"):
-        first = apart["first"][0]
-        notes.append(
-            f"orientation: the geodesic angle and the roll-pitch-yaw 2-norm differ by more than "
-            f"{apart['relative']:.0%} at {apart['count']} step(s), first at chunk {first['chunk']} step "
-            f"{first['step']} ({number(first['geodesic'], 'rad')} vs {number(first['rpy'], 'rad')}): near +-pi or "
-            f"gimbal lock the RPY difference is not the rotation angle; the gate uses {text(summary.get('rot_metric'))}"
-        )
+    notes += [text(notice["text"]) for notice in summary.get("notices", []) if notice.get("kind") != "forced"]
     return notes
 
 
@@ -378,20 +374,20 @@ def _banner_latency(ref: dict, dut: dict) -> str | None:
 
 
 def _bounds_rows(summary: dict) -> list[dict]:
-    """The seed's and the calibrated bounds side by side, with which decides (empty without a calibration)."""
+    """The fixed and the calibrated bounds side by side, with which decides (empty without a calibration)."""
     gate = summary.get("gate") or {}
     calibrated = gate.get("calibrated")
     if not calibrated:
         return []
-    seed = gate["seed"]
-    decides = gate.get("decides", "seed")
+    fixed = gate["fixed"]
+    decides = gate.get("deciding_gate", "fixed")
     return [
         {
-            "name": "seed (fixed)",
-            "position": number(seed["position_m"], "m"),
-            "orientation": number(seed["orientation_rad"], "rad"),
-            "passed": bool(seed["pass"]),
-            "role": "decides the exit code" if decides == "seed" else "reported",
+            "name": "fixed",
+            "position": number(fixed["position_m"], "m"),
+            "orientation": number(fixed["orientation_rad"], "rad"),
+            "passed": bool(fixed["pass"]),
+            "role": "decides the exit code" if decides == "fixed" else "reported",
         },
         {
             "name": "calibrated",
@@ -426,7 +422,7 @@ def page_context(summary: dict, arrays: ReportArrays, figures: list[dict], stati
             *dict.fromkeys(text(meta["note"]) for meta in (ref, dut) if meta.get("note")),
             *_figure_notes(summary),
         ],
-        "forced": bool(summary.get("forced")),
+        "forced": [text(n["text"]) for n in summary.get("notices", []) if n.get("kind") == "forced"],
         "cards": _gate_cards(summary),
         "bounds": _bounds_rows(summary),
         "checks": [

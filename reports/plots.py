@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from mpl_toolkits.mplot3d.art3d import Line3DCollection, Poly3DCollection
 
-from reports.atomic import write_bytes
+from verify_ate.reports.atomic import write_bytes
 
 REFERENCE_COLOUR = "#1f5fa8"
 UNDER_TEST_COLOUR = "#e07b00"

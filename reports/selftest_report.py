@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from reports import plots
-from reports.atomic import write_text
-from reports.format import number
-from reports.summary_files import JUnitCase, junit_suite_xml
+from verify_ate.reports import plots
+from verify_ate.reports.atomic import write_text
+from verify_ate.reports.format import number
+from verify_ate.reports.summary_files import JUnitCase, junit_suite_xml
 
 SENSITIVITY_PNG = "sensitivity.png"
 
@@ -24,7 +24,7 @@ def plot_sensitivity(rows: list[dict], bounds: dict, out_png: Path) -> Path:
         for row in rows:
             values = np.clip(np.asarray(row["position"], dtype=np.float64), 1e-12, None)
             axes.plot(row["scales"], values, marker="o", label=row["label"])
-        for name, style in (("seed", "--"), ("calibrated", ":")):
+        for name, style in (("fixed", "--"), ("calibrated", ":")):
             if bounds.get(name) is not None:
                 axes.axhline(bounds[name], color="black", linestyle=style, linewidth=1, label=f"{name} bound")
         axes.set_xscale("log")
@@ -35,9 +35,13 @@ def plot_sensitivity(rows: list[dict], bounds: dict, out_png: Path) -> Path:
         return plots.save_figure(figure, out_png)
 
 
+def _scale(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
 def render_selftest(out_dir: str | Path, document: dict) -> Path:
     """Write the sensitivity plot (when there is one), then out_dir/index.html; returns the page."""
-    from reports.html import template_environment
+    from verify_ate.reports.html import template_environment
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -56,10 +60,8 @@ def render_selftest(out_dir: str | Path, document: dict) -> Path:
     sensitivity_rows = [
         {
             **row,
-            "seed_text": "—" if row["smallest_failing_seed"] is None else f"{row['smallest_failing_seed']:g}",
-            "calibrated_text": "—"
-            if row["smallest_failing_calibrated"] is None
-            else f"{row['smallest_failing_calibrated']:g}",
+            "fixed_text": _scale(row["smallest_failing_scale_fixed"]),
+            "calibrated_text": _scale(row["smallest_failing_scale_calibrated"]),
         }
         for row in sensitivity or []
     ]

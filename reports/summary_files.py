@@ -1,6 +1,6 @@
 """Machine-readable outputs of one comparison: JSON summary, JUnit XML, Markdown table.
 
-Each takes the summary dict (the JSON contract in README.md and ARCHITECTURE.md), so every format says the same thing.
+Each takes the summary dict (the JSON contract in docs/files.md), so every format says the same thing.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from reports.atomic import write_text
+from verify_ate.reports.atomic import write_text
 
 # The error series of a summary, in table order (orientation_rpy: present in summaries of version 0.2 on).
 SERIES_KEYS = ("position", "orientation", "orientation_rpy")
@@ -47,7 +47,11 @@ def junit_xml(summary: dict, suite_name: str = "verify-ate") -> str:
         JUnitCase(classname, _case_name(c), c["message"], None if c["pass"] else f"{label}: {c['message']}")
         for c in summary["checks"]
     ]
-    return junit_suite_xml(suite_name, cases)
+    notices = summary.get("notices", [])
+    properties = {"forced": "true" if summary.get("forced") else "false"}
+    for difference in summary.get("forced_differences", []):
+        properties[f"forced.{difference['input']}"] = f"{difference['reference']} vs {difference['under_test']}"
+    return junit_suite_xml(suite_name, cases, properties, "\n".join(n["text"] for n in notices) or None)
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,22 @@ class JUnitCase:
     failure: str | None = None  # the failure's text; None: the case passed
 
 
-def junit_suite_xml(suite_name: str, cases: Sequence[JUnitCase]) -> str:
-    """The one JUnit XML layout of every verify-ate file: one suite of `cases` inside <testsuites>."""
+def junit_suite_xml(
+    suite_name: str,
+    cases: Sequence[JUnitCase],
+    properties: dict[str, str] | None = None,
+    system_out: str | None = None,
+) -> str:
+    """The one JUnit XML layout of every verify-ate file: one suite of `cases` inside <testsuites>, with the
+    run's `properties` (e.g. forced) and what the reader must know beside the cases (`system_out`)."""
     failures = sum(case.failure is not None for case in cases)
     suite = ET.Element(
         "testsuite", name=suite_name, tests=str(len(cases)), failures=str(failures), errors="0", skipped="0"
     )
+    if properties:
+        listed = ET.SubElement(suite, "properties")
+        for name, value in properties.items():
+            ET.SubElement(listed, "property", name=name, value=value)
     for case in cases:
         element = ET.SubElement(suite, "testcase", classname=case.classname, name=case.name)
         if case.failure is not None:
@@ -71,6 +85,8 @@ def junit_suite_xml(suite_name: str, cases: Sequence[JUnitCase]) -> str:
             failure.text = case.failure
         else:
             ET.SubElement(element, "system-out").text = case.message
+    if system_out:
+        ET.SubElement(suite, "system-out").text = system_out
     suites = ET.Element("testsuites", name=suite_name, tests=str(len(cases)), failures=str(failures))
     suites.append(suite)
     ET.indent(suites)
@@ -109,6 +125,11 @@ def markdown_summary(summary: dict, statistics: Sequence[str]) -> str:
     lines.append("")
     for check in summary["checks"]:
         lines.append(f"- {'✅' if check['pass'] else '❌'} {check['message']}")
+    notices = summary.get("notices", [])
+    if notices:
+        lines.append("")
+    for notice in notices:
+        lines.append(f"> {'**' + notice['text'] + '**' if notice['kind'] == 'forced' else 'note: ' + notice['text']}")
     return "\n".join(lines) + "\n"
 
 

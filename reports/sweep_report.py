@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reports import plots
-from reports.data import SweepArrays, WorstFrame
-from reports.format import number
+from verify_ate.reports import plots
+from verify_ate.reports.data import SweepArrays, WorstFrame
+from verify_ate.reports.format import number
 
 DISTRIBUTION_FILE = "error_distribution.png"
 FRAME_STAT_FILE = "frame_statistic_distribution.png"
@@ -245,7 +245,7 @@ def sweep_section(out_dir: Path, summary: dict, sweep: SweepArrays) -> dict:
                 "per-frame statistic",
                 described["unit_statistic"] + (" (gated)" if described.get("frame_stat") else " (reported, not gated)"),
             ),
-            ("frames within bounds", f"{described['frames_passed']} of {described['n_units']}"),
+            ("chunks within bounds", f"{described['chunks_passed']} of {described['n_units']}"),
         ],
         "notes": described.get("notes", []),
         "frame_checks": [{"passed": bool(c["pass"]), "message": c["message"]} for c in frame_checks],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reports import plots
-from reports.format import number
+from verify_ate.reports import plots
+from verify_ate.reports.format import number
 
 TRACE_FILE = "trace_relative_error.png"
 TRACE_STEPS_FILE = "trace_steps.png"

@@ -19,12 +19,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kinematics import load_robot
-from reports.atomic import atomic_folder
-from verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset, load_demo_profile, profile_cache_key
-from verify.data.observation import load_chunk_frames, load_frames
-from verify.model.training import COMMITTED_POLICY, TRAINING_FILE, train_demo_policy
-from verify.run.inputs import demo_tracking_error
+from verify_ate.kinematics import load_robot
+from verify_ate.reports.atomic import atomic_folder
+from verify_ate.verify.data.demo_dataset import (
+    default_cache_dir,
+    ensure_demo_dataset,
+    load_demo_profile,
+    profile_cache_key,
+)
+from verify_ate.verify.data.observation import load_chunk_frames, load_frames
+from verify_ate.verify.model.training import COMMITTED_POLICY, TRAINING_FILE, train_demo_policy
+from verify_ate.verify.run.inputs import demo_tracking_error
 
 
 def main() -> int:

@@ -1,7 +1,9 @@
-"""Shared test helpers: paths, the real console script in a subprocess, artifact factories."""
+"""Shared test helpers: paths, the command line (in this process, or as a real process), artifact factories."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -14,12 +16,45 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = Path(__file__).resolve().parent / "data"
 KOCH_MJCF = TEST_DATA / "koch_follower_kinematic.xml"  # the Koch follower MJCF, meshes stripped
 CONSOLE_SCRIPT = Path(sys.executable).parent / "verify-ate"
+TEST_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+os.environ.update(TEST_ENVIRONMENT)  # before anything imports matplotlib or the hub client
 
 
-def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """The installed `verify-ate` console script, as a user runs it."""
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **(env or {})}
-    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "verify.cli"]
+def run_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """The command line through its console entry point (`verify_ate.verify.cli:main`, what the installed
+    `verify-ate` script calls), in this process: stdout and stderr captured, argparse's exits turned into
+    return codes. What only a real process shows (signals, the script itself, torchrun) uses `run_process`."""
+    from verify_ate.verify.cli import main
+
+    argv = [str(arg) for arg in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _environment(env), contextlib.chdir(cwd or REPO_ROOT):
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(argv)
+            except SystemExit as exit_:  # argparse's usage errors and -h
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    return subprocess.CompletedProcess(["verify-ate", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(env):
+    before = {key: os.environ.get(key) for key in (env or {})}
+    os.environ.update({key: str(value) for key, value in (env or {}).items()})
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_process(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """The installed `verify-ate` console script in a real process, as a user runs it."""
+    environment = {**os.environ, **TEST_ENVIRONMENT, **(env or {})}
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "verify_ate.verify.cli"]
     return subprocess.run(
         [*command, *map(str, args)],
         cwd=cwd or REPO_ROOT,
@@ -32,7 +67,7 @@ def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProce
 
 def koch_actions(rng: np.random.Generator, n: int = 1, horizon: int = 50) -> np.ndarray:
     """Smooth, in-limit Koch action chunks in dataset degrees, [n, horizon, 6]."""
-    from kinematics import load_robot
+    from verify_ate.kinematics import load_robot
 
     robot = load_robot("koch_v1_1")
     lower, upper = robot.lower_limits, robot.upper_limits
@@ -45,7 +80,7 @@ def koch_actions(rng: np.random.Generator, n: int = 1, horizon: int = 50) -> np.
 
 
 def make_artifact(actions: np.ndarray, **meta_overrides):
-    from verify.compare.artifact import SCHEMA, TrajectoryArtifact
+    from verify_ate.verify.compare.artifact import SCHEMA, TrajectoryArtifact
 
     meta = {
         "schema": SCHEMA,
@@ -86,8 +121,8 @@ def demo_cache(tmp_path_factory):
 def tiny_checkpoint(demo_cache: Path) -> Path:
     """The tiny pi0 checkpoint folder the demo runs with this cache: the committed trained one
     (verify/model/demo_policy/) while it matches, else the one trained into the cache on first use."""
-    from verify.data.demo_dataset import load_demo_profile, profile_cache_key
-    from verify.model.training import trained_checkpoint_folder
+    from verify_ate.verify.data.demo_dataset import load_demo_profile, profile_cache_key
+    from verify_ate.verify.model.training import trained_checkpoint_folder
 
     return trained_checkpoint_folder(demo_cache / "checkpoints", profile_cache_key(load_demo_profile()))
 
@@ -95,7 +130,7 @@ def tiny_checkpoint(demo_cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def demo_dataset(demo_cache):
     """The demo dataset folder inside the session's demo cache."""
-    from verify.data.demo_dataset import ensure_demo_dataset
+    from verify_ate.verify.data.demo_dataset import ensure_demo_dataset
 
     return ensure_demo_dataset(demo_cache)
 
@@ -107,9 +142,9 @@ def mid_checkpoint(tmp_path_factory, demo_dataset):
     adds to its memory, and that loading it takes long enough to be interrupted."""
     import torch
 
-    from verify.data.observation import load_frames
-    from verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
-    from verify.model.tiny import load_tiny_profile
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
+    from verify_ate.verify.model.tiny import load_tiny_profile
 
     profile = load_tiny_profile()
     profile["vlm"].update(width=1024, mlp_dim=4096, head_dim=128)

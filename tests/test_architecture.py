@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
+NAMESPACE = "verify_ate"  # the one import name of the distribution; its subpackages are the folders below
 TOP_PACKAGES = ("verify", "kinematics", "noise", "reports")
-# Each unit may import only from the units listed for it (its own modules always). verify's
-# subpackages are separate units; order is from the command line down to the leaves.
+# Each unit may import only from the units listed for it (its own modules always), and from the namespace's
+# root (`verify_ate`: its version and where configs/ lies). Units are named by folder: verify's subpackages
+# are separate units; order is from the command line down to the leaves.
 ALLOWED = {
     "verify.cli": {
         "verify.commands",
@@ -46,6 +48,8 @@ ALLOWED = {
     "verify.publish": {"verify.run", "verify.compare", "verify.errors", "noise", "reports"},
     "verify.run": {
         "verify.model",
+        "verify.upstream",
+        "verify.cache",
         "verify.data",
         "verify.compare",
         "verify.configs",
@@ -54,12 +58,15 @@ ALLOWED = {
         "noise",
         "reports",
     },
-    "verify.model": {"verify.configs", "verify.errors", "noise", "reports"},
-    "verify.data": {"verify.configs", "verify.errors", "kinematics", "reports"},
+    "verify.model": {"verify.upstream", "verify.cache", "verify.configs", "verify.errors", "noise", "reports"},
+    # the fence: the only unit that reaches into lerobot's, transformers' and torch's internals
+    "verify.upstream": {"verify.errors"},
+    "verify.data": {"verify.upstream", "verify.cache", "verify.configs", "verify.errors", "kinematics", "reports"},
     "verify.compare": {"verify.configs", "verify.errors", "kinematics", "reports"},
     "verify.progress": set(),
+    "verify.cache": set(),
     "verify.configs": {"verify.errors"},
-    "verify.errors": set(),
+    "verify.errors": {"kinematics", "noise"},  # their input errors are exit 2 too
     "kinematics": set(),
     "noise": {"reports"},  # reports.atomic: every file the tool writes is written one way
     "reports": set(),
@@ -67,8 +74,20 @@ ALLOWED = {
 
 
 def _module_name(path: Path) -> str:
+    """The folder-relative name (`verify.cli.args`), which is `verify_ate.` + it once installed."""
     parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[str]:
+    """Every absolute import target of a file (function-local ones too), dotted names as written."""
+    targets = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            targets += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return targets
 
 
 def _modules() -> dict[str, Path]:
@@ -92,16 +111,12 @@ def _import_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                targets = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
-            else:
+        for target in _imports(path):
+            if not target.startswith(f"{NAMESPACE}."):
                 continue
-            for target in targets:
-                if target.split(".")[0] in TOP_PACKAGES and (resolved := resolve(target)) and resolved != name:
-                    graph[name].add(resolved)
+            target = target.removeprefix(f"{NAMESPACE}.")
+            if target.split(".")[0] in TOP_PACKAGES and (resolved := resolve(target)) and resolved != name:
+                graph[name].add(resolved)
     return graph
 
 
@@ -135,6 +150,20 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+def test_every_import_of_the_project_goes_through_its_own_namespace():
+    """`import noise` or `from verify.cli import main` would find another distribution's package (PyPI has
+    `noise`, `configs`, `reports`, `verify` and `kinematics`) or none at all once installed."""
+    bare = sorted(
+        f"{name} imports {target}"
+        for package in (*TOP_PACKAGES, "tests", "bench", "scripts")
+        for path in (REPO_ROOT / package).rglob("*.py")
+        for target in _imports(path)
+        if target.split(".")[0] in (*TOP_PACKAGES, "configs")
+        for name in [_module_name(path)]
+    )
+    assert bare == []
 
 
 def test_no_import_circle_between_modules():
@@ -183,7 +212,7 @@ def model_free_commands(tmp_path, rng):
     import pandas as pd
     from conftest import koch_actions, make_artifact
 
-    from verify.compare.artifact import save_artifact
+    from verify_ate.verify.compare.artifact import save_artifact
 
     actions = koch_actions(rng, n=1)
     save_artifact(make_artifact(actions), tmp_path / "ref.npz")
@@ -210,11 +239,11 @@ def test_commands_without_a_model_import_neither_torch_nor_lerobot(model_free_co
     """A CI gate job installs only the core dependencies: `compare`, `noise` and `fk` must need neither torch nor
     the dataset reader (pyarrow, which pandas may load on its own when it is there)."""
     argv = [str(part) for part in model_free_commands[command]]
+    heavy = ("torch", "lerobot", "transformers", "verify_ate.verify.data.observation", "verify_ate.verify.upstream")
     probe = (
-        "import sys\nfrom verify.cli import main\n"
+        "import sys\nfrom verify_ate.verify.cli import main\n"
         f"code = main({argv!r})\n"
-        "heavy = sorted(m for m in ('torch', 'lerobot', 'transformers', 'verify.data.observation') if m in "
-        "sys.modules)\n"
+        f"heavy = sorted(m for m in {heavy!r} if m in sys.modules)\n"
         "print(f'exit:{code} heavy:' + ','.join(heavy))\n"
     )
     result = subprocess.run(

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from verify.errors import DeviceUnavailableError, InputError
-from verify.model.devices import (
+from verify_ate.verify.errors import DeviceUnavailableError, InputError
+from verify_ate.verify.model.devices import (
     DeviceSpec,
     DeviceTimer,
     device_description,
@@ -49,7 +49,8 @@ def test_parse_device_rejects_anything_else_with_one_line(spec):
     with pytest.raises(InputError) as caught:
         parse_device(spec)
     message = str(caught.value)
-    assert "\n" not in message and repr(spec) in message
+    assert "\n" not in message
+    assert repr(spec) in message
 
 
 def test_cpu_is_always_available():
@@ -65,8 +66,10 @@ def test_cuda_without_a_gpu_says_what_is_missing():
     if torch.version.cuda is None:
         assert "built without CUDA" in message
     else:  # a CUDA build of torch on a machine without a visible GPU (this project's CPU machines)
-        assert "no CUDA GPU visible" in message and torch.version.cuda in message
-    assert message.startswith("device cuda:") and "\n" not in message
+        assert "no CUDA GPU visible" in message
+        assert torch.version.cuda in message
+    assert message.startswith("device cuda:")
+    assert "\n" not in message
 
 
 def test_cuda_index_out_of_range_says_how_many_there_are(monkeypatch):
@@ -78,7 +81,8 @@ def test_cuda_index_out_of_range_says_how_many_there_are(monkeypatch):
     with pytest.raises(DeviceUnavailableError) as caught:
         resolve_device("cuda:5")
     message = str(caught.value)
-    assert "cuda:5" in message and "index 5 out of range" in message
+    assert "cuda:5" in message
+    assert "index 5 out of range" in message
     assert "2 CUDA device(s) visible (cuda:0 .. cuda:1)" in message
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     assert resolve_device("cuda") == torch.device("cuda", 0)
@@ -99,7 +103,7 @@ def test_torch_npu_is_imported_only_when_an_npu_is_asked_for():
     # A fresh interpreter: importing the module and using cpu/cuda must not load torch_npu.
     script = (
         "import sys\n"
-        "from verify.model.devices import parse_device, resolve_device\n"
+        "from verify_ate.verify.model.devices import parse_device, resolve_device\n"
         "resolve_device('cpu'); parse_device('npu:1')\n"
         "try:\n    resolve_device('cuda')\nexcept Exception:\n    pass\n"
         "print('torch_npu' in sys.modules)\n"
@@ -146,15 +150,18 @@ def test_cpu_device_timer_times_a_region():
 
 def test_cpu_description_names_the_processor():
     description = device_description("cpu")
-    assert description["device"] == "cpu" and description["backend"] == "cpu"
-    assert description["name"] and description["torch"] == torch.__version__
+    assert description["device"] == "cpu"
+    assert description["backend"] == "cpu"
+    assert description["name"]
+    assert description["torch"] == torch.__version__
 
 
 @needs_gpu
 @pytest.mark.gpu
 def test_gpu_is_resolved_timed_and_described():
     device = resolve_device("cuda")
-    assert device.type == "cuda" and device.index == torch.cuda.current_device()
+    assert device.type == "cuda"
+    assert device.index == torch.cuda.current_device()
     timer = DeviceTimer(device)
     assert timer.kind == "cuda-event"
     with timer.measure() as region_ms:
@@ -162,7 +169,8 @@ def test_gpu_is_resolved_timed_and_described():
     assert region_ms() > 0
     synchronize(device)
     description = device_description(device)
-    assert description["name"] == torch.cuda.get_device_name(device) and description["cuda"] == torch.version.cuda
+    assert description["name"] == torch.cuda.get_device_name(device)
+    assert description["cuda"] == torch.version.cuda
     count = torch.cuda.device_count()
     with pytest.raises(DeviceUnavailableError, match=f"{count} CUDA device"):
         resolve_device(f"cuda:{count}")

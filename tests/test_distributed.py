@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, run_process
 
-from verify.run.distributed import Group, backend_for, batches_of_rank, rank_device, wait_until_released
+from verify_ate.verify.run.distributed import Group, backend_for, batches_of_rank, rank_device, wait_until_released
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -64,7 +64,8 @@ def test_batches_are_dealt_round_robin_and_gathered_back_in_unit_order():
     # single process: one owner list; unit i lands in row i whatever the packing order
     rows = {u: np.full((2, 3), u, dtype=np.float32) for u in (2, 0, 1)}
     gathered = Group().gather_rows(rows, [[2, 0, 1]], (2, 3), np.float32)
-    assert gathered.shape == (3, 2, 3) and gathered[:, 0, 0].tolist() == [0.0, 1.0, 2.0]
+    assert gathered.shape == (3, 2, 3)
+    assert gathered[:, 0, 0].tolist() == [0.0, 1.0, 2.0]
 
 
 def test_the_last_barrier_returns_only_once_nothing_else_holds_its_tensor():
@@ -82,14 +83,15 @@ def test_the_last_barrier_returns_only_once_nothing_else_holds_its_tensor():
     threading.Timer(0.2, graph.clear).start()
     started = time.monotonic()
     wait_until_released(token)
-    assert token._use_count() == 1 and time.monotonic() - started >= 0.2
+    assert token._use_count() == 1
+    assert time.monotonic() - started >= 0.2
 
 
 def _torchrun(args, env, nproc=2):
     """`--standalone`: a free port for the rendezvous, not 29500, which another job may hold."""
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", **env}
     return subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), "-m", "verify.cli", *map(str, args)],
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", str(nproc), "-m", "verify_ate.verify.cli", *map(str, args)],
         cwd=REPO_ROOT,
         env=environment,
         capture_output=True,
@@ -100,7 +102,7 @@ def _torchrun(args, env, nproc=2):
 
 @pytest.mark.slow
 def test_two_ranks_under_torchrun_equal_one_process_bit_for_bit(demo_cache, tmp_path):
-    single = run_cli(
+    single = run_process(
         *SWEEP, "--cache-dir", demo_cache, "--out", tmp_path / "one", "--json", tmp_path / "one.json", env=ONE_THREAD
     )
     assert single.returncode == 0, single.stderr
@@ -113,14 +115,17 @@ def test_two_ranks_under_torchrun_equal_one_process_bit_for_bit(demo_cache, tmp_
     for key in ("pass", "position", "orientation", "joints", "n_steps", "checks", "finite", "shape"):
         assert one[key] == two[key], key
     assert [w["unit"] for w in one["sweep"]["worst"]] == [w["unit"] for w in two["sweep"]["worst"]]
-    assert one["sweep"]["world_size"] == 1 and two["sweep"]["world_size"] == 2
-    assert two["ref"]["ranks"] == ["cpu", "cpu"] and len(two["sweep"]["timing"]["ref"]["per_rank_predict_seconds"]) == 2
+    assert one["sweep"]["world_size"] == 1
+    assert two["sweep"]["world_size"] == 2
+    assert two["ref"]["ranks"] == ["cpu", "cpu"]
+    assert len(two["sweep"]["timing"]["ref"]["per_rank_predict_seconds"]) == 2
     assert one["ref"]["observation_sha256"] == two["ref"]["observation_sha256"]
     for side in ("ref", "dut"):
         with np.load(tmp_path / "one" / f"{side}.npz") as a, np.load(tmp_path / "two" / f"{side}.npz") as b:
             assert a["actions"].tobytes() == b["actions"].tobytes()
     assert (tmp_path / "two" / "frames.csv").read_text() == (tmp_path / "one" / "frames.csv").read_text()
-    assert (tmp_path / "two" / "index.html").is_file() and not list((tmp_path / "two").glob(".*partial"))
+    assert (tmp_path / "two" / "index.html").is_file()
+    assert not list((tmp_path / "two").glob(".*partial"))
 
 
 def _free_port() -> int:
@@ -152,7 +157,7 @@ def test_a_failure_on_one_rank_is_the_same_exit_code_on_every_rank(demo_cache, t
                 [
                     sys.executable,
                     "-m",
-                    "verify.cli",
+                    "verify_ate.verify.cli",
                     "sweep",
                     "--demo",
                     "--cache-dir",
@@ -173,5 +178,6 @@ def test_a_failure_on_one_rank_is_the_same_exit_code_on_every_rank(demo_cache, t
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [2, 2], outputs
     assert "episode 4 out of range" in outputs[0][1]
-    assert "rank 0 of 2 failed" in outputs[1][1] and "episode 4 out of range" in outputs[1][1]
+    assert "rank 0 of 2 failed" in outputs[1][1]
+    assert "episode 4 out of range" in outputs[1][1]
     assert not (tmp_path / "out").exists()

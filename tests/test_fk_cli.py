@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from conftest import koch_actions, run_cli
 
-from kinematics import dataset_forward_kinematics, load_robot
-from kinematics.rotations import quaternion_to_matrix
+from verify_ate.kinematics import dataset_forward_kinematics, load_robot
+from verify_ate.kinematics.rotations import quaternion_to_matrix
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
@@ -21,7 +21,8 @@ def test_fk_csv_round_trip(tmp_path, rng):
     )
     assert result.returncode == 0, result.stderr
     poses = pd.read_csv(tmp_path / "poses.csv")
-    assert list(poses.columns) == ["x", "y", "z", "qw", "qx", "qy", "qz"] and len(poses) == 30
+    assert list(poses.columns) == ["x", "y", "z", "qw", "qx", "qy", "qz"]
+    assert len(poses) == 30
     expected = dataset_forward_kinematics(load_robot("koch_v1_1"), actions)
     np.testing.assert_allclose(poses[["x", "y", "z"]].to_numpy(), expected.position, atol=1e-8)
     rotations = quaternion_to_matrix(poses[["qw", "qx", "qy", "qz"]].to_numpy())
@@ -44,7 +45,8 @@ def test_fk_bad_csv_is_one_line_exit_2(tmp_path):
     assert result.stderr.strip().startswith(f"verify-ate: error: {tmp_path / 'partial.csv'}: missing joint columns")
     pd.DataFrame({name: ["oops"] for name in JOINTS}).to_csv(tmp_path / "text.csv", index=False)
     result = run_cli("fk", "--input", tmp_path / "text.csv", "--output", tmp_path / "out.csv")
-    assert result.returncode == 2 and "column 'shoulder_pan' row 2 is not a finite number" in result.stderr
+    assert result.returncode == 2
+    assert "column 'shoulder_pan' row 2 is not a finite number" in result.stderr
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -52,7 +54,7 @@ def test_fk_bad_csv_is_one_line_exit_2(tmp_path):
 def test_fk_of_a_recorded_episode_with_its_plot(demo_dataset, tmp_path):
     """A recorded episode's end-effector path, read from a LeRobot dataset written by lerobot (the
     session's demo_dataset)."""
-    from verify.data.observation import episode_joint_path
+    from verify_ate.verify.data.observation import episode_joint_path
 
     dataset = demo_dataset
     result = run_cli(
@@ -75,4 +77,6 @@ def test_fk_of_a_recorded_episode_with_its_plot(demo_dataset, tmp_path):
     assert (poses["z"] > 0).all()  # the demo arm never goes through the table
     assert (tmp_path / "path.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = run_cli("fk", "--dataset", tmp_path / "nowhere", "--plot", tmp_path / "x.png")
-    assert missing.returncode == 2 and "nowhere" in missing.stderr and not (tmp_path / "x.png").exists()
+    assert missing.returncode == 2
+    assert "nowhere" in missing.stderr
+    assert not (tmp_path / "x.png").exists()

@@ -4,7 +4,7 @@ For any byte string, or any structured mutation of a valid file, the tool must a
 or 2 and at most one line on stderr, never a traceback: trajectory .npz artifacts (`compare`), noise
 files (`noise show`), joint CSV (`fk --input`), robot YAML (`fk --robot`), and the sweep's
 `--episodes`/`--frames`/`--seeds` expressions (the sweep's argument group, which turns them into a
-plan). `verify.cli.main` runs in this process (the console script calls exactly it), so that 500
+plan). `verify_ate.verify.cli.main` runs in this process (the console script calls exactly it), so that 500
 examples per parser fit the suite; VERIFY_ATE_FUZZ_EXAMPLES raises the count. Examples are
 derandomised: every run tries the same inputs, so a failure reproduces.
 """
@@ -43,8 +43,8 @@ ROBOT_YAML = REPO_ROOT / "configs" / "robots" / "koch_v1_1.yaml"
 
 
 def cli(*argv) -> tuple[int, str]:
-    """verify.cli.main with stdout and stderr captured: (exit code, stderr)."""
-    from verify.cli import main
+    """verify_ate.verify.cli.main with stdout and stderr captured: (exit code, stderr)."""
+    from verify_ate.verify.cli import main
 
     stderr = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
@@ -54,7 +54,8 @@ def cli(*argv) -> tuple[int, str]:
 
 def assert_one_line_answer(code: int, stderr: str, allowed=(0, 1, 2)) -> None:
     assert code in allowed, stderr
-    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr
+    assert "Traceback" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) <= 1, stderr
 
 
 def mutated(data: bytes, edits: list[tuple[int, bytes]], cut: int | None) -> bytes:
@@ -79,8 +80,8 @@ JSON_VALUES = st.recursive(
 @pytest.fixture(scope="module")
 def files():
     """A valid file of each kind, for the mutations (made once; each example writes its own copy)."""
-    from noise import make_noise, save_noise
-    from verify.compare.artifact import save_artifact
+    from verify_ate.noise import make_noise, save_noise
+    from verify_ate.verify.compare.artifact import save_artifact
 
     folder = Path(tempfile.mkdtemp(prefix="verify-ate-fuzz-"))
     actions = koch_actions(np.random.default_rng(0))
@@ -215,18 +216,18 @@ EXPRESSIONS = st.text(alphabet="0123456789:-, al", max_size=12) | st.text(max_si
 def test_sweep_expressions(episodes, frames, seeds):
     """The sweep's argument group either turns the three expressions into a plan's selection or refuses
     them with one InputError naming the flag (exit 2 through main), nothing else."""
-    from verify.cli.args import ArgumentParser, SweepArgs
-    from verify.errors import InputError
+    from verify_ate.verify.cli.args import CommandLine, SweepArgs
+    from verify_ate.verify.errors import InputError
 
-    group = SweepArgs()
-    parser = ArgumentParser(prog="verify-ate sweep")
-    group.add_to_parser(parser)
-    args = parser.parse_args([f"--episodes={episodes}", f"--frames={frames}", f"--seeds={seeds}"])
+    command = CommandLine("verify-ate sweep", "", SweepArgs())
     try:
-        selection, _ = group.parse(args)
+        selection, _ = command.parse([f"--episodes={episodes}", f"--frames={frames}", f"--seeds={seeds}"])[SweepArgs]
     except InputError as error:
         message = str(error)
-        assert message.startswith(("--episodes", "--frames", "--seeds")) and "\n" not in message
+        assert message.startswith(("--episodes", "--frames", "--seeds"))
+        assert "\n" not in message
         return
-    assert selection.frame_range.step >= 1 and all(e >= 0 for e in selection.episodes or ())
-    assert selection.seeds and all(seed >= 0 for seed in selection.seeds)
+    assert selection.frame_range.step >= 1
+    assert all(e >= 0 for e in selection.episodes or ())
+    assert selection.seeds
+    assert all(seed >= 0 for seed in selection.seeds)

@@ -36,17 +36,18 @@ def test_cpu_float32_against_itself_is_exactly_zero(demo_cache, tmp_path):
     assert "tiny pi0 TRAINED on a generated Koch-like dataset" in result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["pass"] is True
-    assert summary["position"]["max"] == 0.0 and summary["orientation"]["max"] == 0.0
+    assert summary["position"]["max"] == 0.0
+    assert summary["orientation"]["max"] == 0.0
     assert all(value == 0.0 for value in summary["joints"].values())
     for side in ("ref", "dut"):
         meta = summary[side]
-        assert (
-            meta["latency_ms"]["iters"] == 2
-            and meta["latency_ms"]["median_ms"] > 0
-            and meta["latency_ms"]["p90_ms"] > 0
-        )
-        assert meta["versions"]["lerobot"] == "0.6.1" and meta["versions"]["torch_npu"] is None
-        assert len(meta["checkpoint_sha256"]) == 64 and len(meta["observation_sha256"]) == 64
+        assert meta["latency_ms"]["iters"] == 2
+        assert meta["latency_ms"]["median_ms"] > 0
+        assert meta["latency_ms"]["p90_ms"] > 0
+        assert meta["versions"]["lerobot"] == "0.6.1"
+        assert meta["versions"]["torch_npu"] is None
+        assert len(meta["checkpoint_sha256"]) == 64
+        assert len(meta["observation_sha256"]) == 64
         assert meta["demo"] is True
     for name in ("ref.npz", "dut.npz", "noise.safetensors", "summary.json", "junit.xml"):
         assert (tmp_path / "out" / name).is_file()
@@ -69,8 +70,10 @@ def test_float32_against_bfloat16_is_finite_and_not_zero(demo_cache, tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["finite"] is True
-    assert 0 < summary["position"]["rmse"] < 1 and 0 < summary["orientation"]["rmse"] < np.pi
-    assert summary["ref"]["dtype"] == "float32" and summary["dut"]["dtype"] == "bfloat16"
+    assert 0 < summary["position"]["rmse"] < 1
+    assert 0 < summary["orientation"]["rmse"] < np.pi
+    assert summary["ref"]["dtype"] == "float32"
+    assert summary["dut"]["dtype"] == "bfloat16"
 
 
 def test_run_run_compare_equals_the_one_shot(demo_cache, tmp_path):
@@ -138,7 +141,9 @@ def test_artifacts_made_with_different_noise_are_refused(demo_cache, tmp_path):
         )
         assert side.returncode == 0, side.stderr
     refused = run_cli("compare", tmp_path / "s0.npz", tmp_path / "s1.npz", "--out", tmp_path / "report")
-    assert refused.returncode == 2 and "noise sha256" in refused.stderr and "--force" in refused.stderr
+    assert refused.returncode == 2
+    assert "noise sha256" in refused.stderr
+    assert "--force" in refused.stderr
     assert not (tmp_path / "report").exists()
     with np.load(tmp_path / "s0.npz", allow_pickle=False) as a, np.load(tmp_path / "s1.npz", allow_pickle=False) as b:
         assert not np.array_equal(a["actions"], b["actions"])
@@ -147,10 +152,13 @@ def test_artifacts_made_with_different_noise_are_refused(demo_cache, tmp_path):
 def test_npu_without_torch_npu_exits_3_naming_it_and_writes_nothing(demo_cache, tmp_path):
     result = demo(demo_cache, "--dut", "npu", "--out", tmp_path / "out", "--json", tmp_path / "s.json")
     assert result.returncode == 3, result.stderr
-    assert "torch_npu" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "out").exists() and not (tmp_path / "s.json").exists()
+    assert "torch_npu" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "s.json").exists()
     single = run_cli("run", "--demo", "--cache-dir", demo_cache, "--device", "npu:0", "--save", tmp_path / "dut.npz")
-    assert single.returncode == 3 and "torch_npu" in single.stderr
+    assert single.returncode == 3
+    assert "torch_npu" in single.stderr
     assert not (tmp_path / "dut.npz").exists()
 
 
@@ -165,8 +173,11 @@ def test_noise_of_the_wrong_shape_is_exit_2_naming_the_file(demo_cache, tmp_path
 
 def test_missing_inputs_are_usage_errors(tmp_path):
     result = run_cli("--dut", "cpu")
-    assert result.returncode == 2 and "--checkpoint and --dataset required" in result.stderr
+    assert result.returncode == 2
+    assert "--checkpoint and --dataset required" in result.stderr
     result = run_cli("--dut", "cpu", "--checkpoint", tmp_path / "absent", "--dataset", tmp_path)
-    assert result.returncode == 2 and "absent: checkpoint folder not found" in result.stderr
-    result = run_cli("--dut", "tpu")
-    assert result.returncode == 2 and "not a device spec" in result.stderr
+    assert result.returncode == 2
+    assert "absent: checkpoint folder not found" in result.stderr
+    result = run_cli("--dut", "tpu", "--checkpoint", tmp_path, "--dataset", tmp_path)
+    assert result.returncode == 2
+    assert "not a device spec" in result.stderr

@@ -21,7 +21,7 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def start(*args) -> subprocess.Popen:
-    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "verify.cli"]
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "verify_ate.verify.cli"]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     return subprocess.Popen(
         [*command, *map(str, args)],
@@ -80,7 +80,8 @@ def test_interrupted_while_the_model_runs_writes_nothing(mid_checkpoint, demo_da
     )
     code, lines = interrupt_at(process, marker, signum)
     assert code == EXIT_CODES[signum], lines
-    assert lines[-1].startswith("verify-ate: ") and ("interrupted" in lines[-1] or "terminated" in lines[-1])
+    assert lines[-1].startswith("verify-ate: ")
+    assert "interrupted" in lines[-1] or "terminated" in lines[-1]
     assert not any("Traceback" in line for line in lines)
     assert not out.exists() or list(out.iterdir()) == []
 
@@ -129,16 +130,18 @@ def test_interrupted_while_writing_the_report_keeps_the_previous_report_whole(
     code, lines = interrupt_at(process, "writing the report", signum)
     assert code == EXIT_CODES[signum], lines
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # the old report, whole
-    assert leftovers(tmp_path) == [] and not (tmp_path / "s.json").exists()
+    assert leftovers(tmp_path) == []
+    assert not (tmp_path / "s.json").exists()
     if signum == signal.SIGINT:  # and the next run into the same folder works
         again = run_cli(*report_sweep(demo_cache), "--out", out, "--quiet")
         assert again.returncode == 0, again.stderr
-        assert {path.name for path in out.iterdir()} == set(before) and leftovers(tmp_path) == []
+        assert {path.name for path in out.iterdir()} == set(before)
+        assert leftovers(tmp_path) == []
 
 
 @pytest.fixture
 def two_comparisons(tmp_path, rng):
-    from verify.compare.artifact import save_artifact
+    from verify_ate.verify.compare.artifact import save_artifact
 
     actions = koch_actions(rng)
     reference = save_artifact(make_artifact(actions), tmp_path / "ref.npz")
@@ -159,7 +162,8 @@ def test_runs_writing_one_folder_at_once_leave_one_complete_report(two_compariso
         # Every file of the folder comes from the same run as summary.json: no mix of two writers.
         assert f"{rmse:.6g}" in (out / "summary.md").read_text()
         assert ("<failure" in (out / "junit.xml").read_text()) == (not summary["pass"])
-        assert (out / "index.html").is_file() and leftovers(tmp_path) == []
+        assert (out / "index.html").is_file()
+        assert leftovers(tmp_path) == []
 
 
 def _mount(target: Path, options: str) -> bool:
@@ -178,7 +182,9 @@ def test_an_out_on_a_filesystem_that_cannot_take_it_is_exit_2(two_comparisons, t
         result = run_cli("compare", reference, near, "--out", mount / "report", "--json", mount / "s.json")
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and str(mount) in lines[0] and "Traceback" not in result.stderr, lines
+        assert len(lines) == 1, lines
+        assert str(mount) in lines[0], lines
+        assert "Traceback" not in result.stderr, lines
         assert list(mount.iterdir()) == []  # nothing left behind, not even a temporary file
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
@@ -186,9 +192,12 @@ def test_an_out_on_a_filesystem_that_cannot_take_it_is_exit_2(two_comparisons, t
 
 def test_debug_shows_the_traceback_that_the_one_line_hides(tmp_path):
     plain = run_cli("compare", tmp_path / "absent.npz", tmp_path / "absent.npz")
-    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
+    assert plain.returncode == 2
+    assert plain.stderr.count("\n") == 1
+    assert "Traceback" not in plain.stderr
     for debug in (("--debug",), ()):
         env = {} if debug else {"VERIFY_ATE_DEBUG": "1"}
         shown = run_cli("compare", tmp_path / "absent.npz", tmp_path / "absent.npz", *debug, env=env)
-        assert shown.returncode == 2 and "Traceback" in shown.stderr
+        assert shown.returncode == 2
+        assert "Traceback" in shown.stderr
         assert shown.stderr.strip().splitlines()[-1] == plain.stderr.strip()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from kinematics import RobotConfigError, dataset_forward_kinematics, forward_kinematics, load_robot
-from kinematics.robot import CONFIG_DIR
+from verify_ate.kinematics import RobotConfigError, dataset_forward_kinematics, forward_kinematics, load_robot
+from verify_ate.kinematics.robot import CONFIG_DIR
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,8 @@ def test_any_leading_batch_shape_gives_the_same_poses(robot, rng):
     q = rng.uniform(robot.lower_limits, robot.upper_limits, size=(4, 3, 7, robot.n_joints))
     batched = forward_kinematics(robot, q)
     flat = forward_kinematics(robot, q.reshape(-1, robot.n_joints))
-    assert batched.position.shape == (4, 3, 7, 3) and batched.rotation.shape == (4, 3, 7, 3, 3)
+    assert batched.position.shape == (4, 3, 7, 3)
+    assert batched.rotation.shape == (4, 3, 7, 3, 3)
     np.testing.assert_array_equal(batched.position.reshape(-1, 3), flat.position)
     single = forward_kinematics(robot, q[1, 2, 3])
     np.testing.assert_allclose(single.position, batched.position[1, 2, 3], atol=1e-15)
@@ -56,7 +57,8 @@ def test_dataset_rotated_position_lifts_the_upper_arm_to_vertical(robot):
     q = robot.dataset_to_model(np.array([0, 90, 90, 0, 0, 0.0]))
     np.testing.assert_allclose(q, 0.0, atol=1e-15)
     flange = forward_kinematics(robot, q, frame="flange").position
-    assert flange[2] > 0.15 and flange[1] > 0.15  # forearm horizontal at elbow height, pointing +y
+    assert flange[2] > 0.15
+    assert flange[1] > 0.15
 
 
 def test_gripper_never_moves_the_tcp(robot):

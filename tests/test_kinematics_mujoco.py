@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import KOCH_MJCF, REPO_ROOT
 
-from kinematics import dataset_forward_kinematics, forward_kinematics, load_robot
-from kinematics.rotations import geodesic_angle, quaternion_to_matrix
+from verify_ate.kinematics import dataset_forward_kinematics, forward_kinematics, load_robot
+from verify_ate.kinematics.rotations import geodesic_angle, quaternion_to_matrix
 
 N_CONFIGURATIONS = 10_000
 
@@ -77,7 +77,7 @@ def test_dh_flange_equals_mujoco_through_dataset_joint_map(mujoco_flange_poses):
 
 
 def test_config_numbers_are_what_the_derivation_tool_gives():
-    from kinematics.mjcf_to_dh import derive_modified_dh, read_hinge_chain
+    from verify_ate.kinematics.mjcf_to_dh import derive_modified_dh, read_hinge_chain
 
     robot = load_robot("koch_v1_1")
     joints, flange = read_hinge_chain(KOCH_MJCF, "gripper_assembly")
@@ -94,9 +94,9 @@ def test_config_numbers_are_what_the_derivation_tool_gives():
 
 
 def test_the_documented_derivation_command_reproduces_the_config():
-    """`python -m kinematics.mjcf_to_dh MJCF --flange gripper_assembly`, as the config's header says it was made."""
+    """`python -m verify_ate.kinematics.mjcf_to_dh MJCF --flange gripper_assembly`, as the config header says."""
     result = subprocess.run(
-        [sys.executable, "-m", "kinematics.mjcf_to_dh", str(KOCH_MJCF), "--flange", "gripper_assembly"],
+        [sys.executable, "-m", "verify_ate.kinematics.mjcf_to_dh", str(KOCH_MJCF), "--flange", "gripper_assembly"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -97,7 +97,7 @@ def make_legacy(tiny: Path, stats: dict, target: Path, shards: int = 2) -> Path:
 
 @pytest.fixture(scope="module")
 def legacy(demo_cache, demo_dataset, tmp_path_factory):
-    from verify.data.observation import load_frames
+    from verify_ate.verify.data.observation import load_frames
 
     tiny = tiny_checkpoint(demo_cache)
     stats = load_frames(demo_dataset, 0, [0]).stats
@@ -124,7 +124,9 @@ def test_import_checkpoint_gives_the_same_actions_as_the_model_it_came_from(lega
         "added_tokens.json",
     } <= {p.name for p in imported.iterdir()}
     config = json.loads((imported / "config.json").read_text())
-    assert config["type"] == "pi0" and config["num_inference_steps"] == 10 and config["image_resolution"] == [224, 224]
+    assert config["type"] == "pi0"
+    assert config["num_inference_steps"] == 10
+    assert config["image_resolution"] == [224, 224]
     assert config["input_features"]["observation.images.laptop"]["shape"] == [3, 48, 64]
     for folder, name in ((tiny, "tiny"), (imported, "imported")):
         side = run_cli(
@@ -161,7 +163,8 @@ def test_the_main_form_and_run_import_an_old_folder_on_their_own(legacy, demo_da
         env=env,
     )
     assert first.returncode == 0, first.stderr
-    assert "old-format pi0 checkpoint" in first.stderr and str(cache / "imported") in first.stderr
+    assert "old-format pi0 checkpoint" in first.stderr
+    assert str(cache / "imported") in first.stderr
     again = run_cli(
         "--checkpoint",
         old,
@@ -211,6 +214,9 @@ def test_bad_old_folders_are_exit_2_naming_the_file(legacy, demo_dataset, tmp_pa
     ):
         result = run_cli("import", "checkpoint", folder, "--out", tmp_path / "out", *extra)
         lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1 and named in lines[0], result.stderr
-        assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+        assert result.returncode == 2, result.stderr
+        assert len(lines) == 1, result.stderr
+        assert named in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "out").exists()
     assert "--dataset" in run_cli("import", "checkpoint", old, "--out", tmp_path / "out").stderr

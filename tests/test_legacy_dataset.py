@@ -131,7 +131,7 @@ def v20(demo_dataset, tmp_path_factory):
 
 
 def test_import_dataset_makes_a_v30_dataset_that_runs_and_matches_the_original(v20, demo_cache, demo_dataset, tmp_path):
-    from verify.data.observation import load_frames
+    from verify_ate.verify.data.observation import load_frames
 
     before = sorted((p.relative_to(v20), p.stat().st_size) for p in v20.rglob("*") if p.is_file())
     out = tmp_path / "koch_test_v30"
@@ -139,7 +139,8 @@ def test_import_dataset_makes_a_v30_dataset_that_runs_and_matches_the_original(v
     assert result.returncode == 0, result.stderr
     assert sorted((p.relative_to(v20), p.stat().st_size) for p in v20.rglob("*") if p.is_file()) == before  # untouched
     info = json.loads((out / "meta" / "info.json").read_text())
-    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 2
+    assert info["codebase_version"] == "v3.0"
+    assert info["total_episodes"] == 2
     frames = load_frames(out, 1, [5])
     assert frames.features["action"]["names"][0] == "main_shoulder_pan"
     original = load_frames(demo_dataset, 1, [5])
@@ -201,9 +202,10 @@ def test_datasets_that_cannot_be_imported_are_exit_2_naming_the_file(v20, demo_d
     for source, named in ((v1, "v1.6"), (demo_dataset, "already LeRobot v3.0")):
         result = run_cli("import", "dataset", source, "--out", tmp_path / "out")
         lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1 and named in lines[0] and "info.json" in lines[0], (
-            result.stderr
-        )
+        assert result.returncode == 2, result.stderr
+        assert len(lines) == 1, result.stderr
+        assert named in lines[0], result.stderr
+        assert "info.json" in lines[0], result.stderr
         assert not (tmp_path / "out").exists()
 
 
@@ -212,7 +214,7 @@ def test_the_whole_chain_from_the_hub_formats(v20, demo_cache, demo_dataset, tmp
     and the same old folders given to the one-shot straight away."""
     from test_legacy_checkpoint import make_legacy
 
-    from verify.data.observation import load_frames
+    from verify_ate.verify.data.observation import load_frames
 
     tiny = tiny_checkpoint(demo_cache)
     old = make_legacy(tiny, load_frames(demo_dataset, 0, [0]).stats, tmp_path / "pi0_model")
@@ -236,7 +238,8 @@ def test_the_whole_chain_from_the_hub_formats(v20, demo_cache, demo_dataset, tmp
         "0",
         "--quiet",
     )
-    assert chained.returncode == 0 and chained.stdout.startswith("PASS"), chained.stdout + chained.stderr
+    assert chained.returncode == 0, chained.stdout + chained.stderr
+    assert chained.stdout.startswith("PASS"), chained.stdout + chained.stderr
     straight = run_cli(
         "--checkpoint",
         old,
@@ -253,5 +256,7 @@ def test_the_whole_chain_from_the_hub_formats(v20, demo_cache, demo_dataset, tmp
         "--quiet",
         env={"VERIFY_ATE_CACHE": str(tmp_path / "cache")},
     )
-    assert straight.returncode == 0 and straight.stdout.startswith("PASS"), straight.stdout + straight.stderr
-    assert "old-format pi0 checkpoint" in straight.stderr and "converted to v3.0" in straight.stderr
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    assert straight.stdout.startswith("PASS"), straight.stdout + straight.stderr
+    assert "old-format pi0 checkpoint" in straight.stderr
+    assert "converted to v3.0" in straight.stderr

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_checkpoint
 
-from verify.model.weights import CHUNK_BYTES
+from verify_ate.verify.model.weights import CHUNK_BYTES
 
 
 def run_side(checkpoint: Path, dataset: Path, out: Path, *extra, env=None):
@@ -77,11 +77,11 @@ def test_streamed_load_gives_lerobots_actions_byte_for_byte(demo_cache, demo_dat
     import torch
     from lerobot.policies.pi0 import PI0Policy
 
-    from noise import make_noise
-    from verify.data.observation import load_frames
-    from verify.model.architecture import checkpoint_architecture
-    from verify.model.checkpoint import load_pi0_config
-    from verify.model.runner import Pi0Runner
+    from verify_ate.noise import make_noise
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.model.architecture import checkpoint_architecture
+    from verify_ate.verify.model.checkpoint import load_pi0_config
+    from verify_ate.verify.model.runner import Pi0Runner
 
     checkpoint = tiny_checkpoint(demo_cache)
     observations = load_frames(demo_dataset, 0, [0, 7])
@@ -94,12 +94,14 @@ def test_streamed_load_gives_lerobots_actions_byte_for_byte(demo_cache, demo_dat
     ours_state, lerobot_state = runner.policy.state_dict(), lerobots.state_dict()
     assert list(ours_state) == list(lerobot_state)
     for key, value in lerobot_state.items():
-        assert ours_state[key].dtype == value.dtype and ours_state[key].device == value.device, key
+        assert ours_state[key].dtype == value.dtype, key
+        assert ours_state[key].device == value.device, key
         assert np.array_equal(ours_state[key].float().numpy(), value.float().numpy()), key
     for (name, ours_buffer), (_, lerobot_buffer) in zip(
         runner.policy.named_buffers(), lerobots.named_buffers(), strict=True
     ):  # rotary tables, position ids, embedding scales: not in the file, computed as lerobot does
-        assert ours_buffer.dtype == lerobot_buffer.dtype and torch.equal(ours_buffer, lerobot_buffer), name
+        assert ours_buffer.dtype == lerobot_buffer.dtype, name
+        assert torch.equal(ours_buffer, lerobot_buffer), name
     runner.policy = lerobots
     assert np.array_equal(ours, runner.predict(observations.frames, noise))
     if dtype == "bfloat16":
@@ -112,7 +114,7 @@ def test_streamed_load_gives_lerobots_actions_byte_for_byte(demo_cache, demo_dat
 def test_the_structure_is_built_without_memory_or_initialisation(demo_cache):
     import torch
 
-    from verify.model.checkpoint import build_skeleton, load_pi0_config
+    from verify_ate.verify.model.checkpoint import build_skeleton, load_pi0_config
 
     checkpoint = tiny_checkpoint(demo_cache)
     initialised = []
@@ -124,7 +126,8 @@ def test_the_structure_is_built_without_memory_or_initialisation(demo_cache):
         torch.nn.init.normal_ = real_normal
     assert {p.device.type for p in policy.parameters()} == {"meta"}
     assert set(initialised) <= {"meta"}  # whatever lerobot's constructors initialise, they touch no memory
-    assert buffers and all(tensor.device.type == "cpu" for tensor in buffers.values())
+    assert buffers
+    assert all(tensor.device.type == "cpu" for tensor in buffers.values())
 
 
 # ---------------------------------------------------------------- sharded checkpoints and the hash
@@ -132,7 +135,7 @@ def test_the_structure_is_built_without_memory_or_initialisation(demo_cache):
 
 @pytest.mark.slow
 def test_sharded_checkpoint_gives_the_same_actions_and_hashes_exactly_what_it_read(demo_cache, demo_dataset, tmp_path):
-    from verify.model.checkpoint import checkpoint_sha256, hashed_files
+    from verify_ate.verify.model.checkpoint import checkpoint_sha256, hashed_files
 
     single = tiny_checkpoint(demo_cache)
     sharded = shard(single, tmp_path / "sharded")
@@ -147,7 +150,8 @@ def test_sharded_checkpoint_gives_the_same_actions_and_hashes_exactly_what_it_re
     read = meta_of(tmp_path / "both.npz")["load"]["files"]
     assert read == ["model.safetensors.index.json", *(f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3))]
     hashed = {path.name for path in hashed_files(both)}
-    assert "model.safetensors" not in hashed and set(read) <= hashed
+    assert "model.safetensors" not in hashed
+    assert set(read) <= hashed
     # The unread duplicate does not count: both folders read the same bytes, so they hash the same.
     assert checkpoint_sha256(both) == checkpoint_sha256(sharded) == meta_of(tmp_path / "both.npz")["checkpoint_sha256"]
 
@@ -176,7 +180,9 @@ def test_broken_weights_are_exit_2_naming_the_file(demo_cache, demo_dataset, tmp
         result = run_side(folder, demo_dataset, tmp_path / "out" / "side.npz")
         assert result.returncode == 2, (folder.name, result.stderr)
         lines = result.stderr.strip().splitlines()
-        assert "Traceback" not in result.stderr and named in lines[-1] and str(folder) in lines[-1], result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        assert named in lines[-1], result.stderr
+        assert str(folder) in lines[-1], result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -186,7 +192,8 @@ def test_an_incomplete_shard_set_falls_back_to_a_complete_model_safetensors(demo
     (folder / "model-00003-of-00003.safetensors").unlink()
     result = run_side(folder, demo_dataset, tmp_path / "side.npz")
     assert result.returncode == 0, result.stderr
-    assert "using model.safetensors" in result.stderr and "model-00003-of-00003.safetensors" in result.stderr
+    assert "using model.safetensors" in result.stderr
+    assert "model-00003-of-00003.safetensors" in result.stderr
     assert meta_of(tmp_path / "side.npz")["load"]["files"] == ["model.safetensors"]
 
 
@@ -194,7 +201,7 @@ def test_checkpoint_hash_is_cached_while_paths_sizes_and_times_stay(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from verify.model.checkpoint import checkpoint_sha256
+    from verify_ate.verify.model.checkpoint import checkpoint_sha256
 
     folder = tmp_path / "ck"
     folder.mkdir()
@@ -202,7 +209,8 @@ def test_checkpoint_hash_is_cached_while_paths_sizes_and_times_stay(tmp_path):
     save_file({"w": torch.arange(6, dtype=torch.float32)}, str(folder / "model.safetensors"))
     cache = tmp_path / "cache" / "hashes.json"
     real = checkpoint_sha256(folder, cache_file=cache)
-    assert real == checkpoint_sha256(folder) and cache.is_file()
+    assert real == checkpoint_sha256(folder)
+    assert cache.is_file()
     document = json.loads(cache.read_text())
     document[str(folder.resolve())]["sha256"] = "remembered"
     cache.write_text(json.dumps(document))
@@ -224,7 +232,8 @@ def test_a_bfloat16_side_takes_bfloat16_memory(mid_checkpoint, demo_dataset, tmp
         result = run_side(mid_checkpoint, demo_dataset, tmp_path / f"{dtype}.npz", "--dtype", dtype)
         assert result.returncode == 0, result.stderr
         load = meta_of(tmp_path / f"{dtype}.npz")["load"]
-        assert load["host_peak_is_lifetime"] is False and load["parameters"] > 250_000_000
+        assert load["host_peak_is_lifetime"] is False
+        assert load["parameters"] > 250_000_000
         assert load["bytes_read"] == load["parameters"] * 4  # the checkpoint is float32 either way
         added[dtype] = load["host_rss_increase_mib"]
     model_mib = load["parameters"] * 4 / 2**20
@@ -239,8 +248,10 @@ def test_a_model_that_does_not_fit_is_exit_3_before_loading(demo_cache, tmp_path
         "run", "--demo", "--cache-dir", demo_cache, "--iters", "0", "--quiet", "--save", tmp_path / "s.npz", env=small
     )
     assert result.returncode == 3, result.stderr
-    assert "not enough free memory" in result.stderr and "GiB free (65536 bytes)" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "s.npz").exists()
+    assert "not enough free memory" in result.stderr
+    assert "GiB free (65536 bytes)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "s.npz").exists()
     full = run_cli(
         "--demo",
         "--size",
@@ -254,7 +265,8 @@ def test_a_model_that_does_not_fit_is_exit_3_before_loading(demo_cache, tmp_path
         tmp_path / "o",
         env={"VERIFY_ATE_MEMORY_LIMIT": "8G"},
     )
-    assert full.returncode == 3 and "4,028,019,472 parameters in float32" in full.stderr, full.stderr
+    assert full.returncode == 3, full.stderr
+    assert "4,028,019,472 parameters in float32" in full.stderr, full.stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -265,11 +277,11 @@ def test_a_model_that_does_not_fit_is_exit_3_before_loading(demo_cache, tmp_path
 def test_seeded_model_is_the_same_in_memory_and_saved_and_rounds_to_bfloat16(demo_dataset, tmp_path):
     import torch
 
-    from noise import make_noise
-    from verify.data.observation import load_frames
-    from verify.model.runner import Pi0Runner
-    from verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint, seeded_uniform_
-    from verify.model.tiny import load_tiny_profile
+    from verify_ate.noise import make_noise
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint, seeded_uniform_
+    from verify_ate.verify.model.tiny import load_tiny_profile
 
     observations = load_frames(demo_dataset, 1, [3])
     recipe = SeededCheckpoint(load_tiny_profile(), 0, observations.stats)
@@ -281,7 +293,9 @@ def test_seeded_model_is_the_same_in_memory_and_saved_and_rounds_to_bfloat16(dem
     seeded_uniform_(values, key=12345, std=0.02)
     again = torch.empty(1 << 20)
     seeded_uniform_(again, key=12345, std=0.02)
-    assert torch.equal(values, again) and abs(values.std().item() - 0.02) < 2e-4 and abs(values.mean().item()) < 1e-4
+    assert torch.equal(values, again)
+    assert abs(values.std().item() - 0.02) < 2e-4
+    assert abs(values.mean().item()) < 1e-4
     halves = torch.empty(1 << 20, dtype=torch.bfloat16)
     seeded_uniform_(halves, key=12345, std=0.02)
     assert torch.equal(halves, values.to(torch.bfloat16))
@@ -289,11 +303,12 @@ def test_seeded_model_is_the_same_in_memory_and_saved_and_rounds_to_bfloat16(dem
 
 def test_size_and_save_checkpoint_belong_to_the_demo(tmp_path):
     result = run_cli("--dut", "cpu", "--size", "full", "--checkpoint", tmp_path, "--dataset", tmp_path)
-    assert result.returncode == 2 and "add --demo" in result.stderr
+    assert result.returncode == 2
+    assert "add --demo" in result.stderr
 
 
 def test_progress_shows_bytes_read_by_quarter_in_a_log():
-    from verify.progress import Progress
+    from verify_ate.verify.progress import Progress
 
     stream = io.StringIO()
     with Progress(3, stream=stream) as progress:

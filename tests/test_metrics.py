@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from kinematics import Poses
-from kinematics.rotations import geodesic_angle, matrix_to_quaternion, quaternion_to_matrix
-from verify.compare.gate import GateConfig, judge
-from verify.compare.metrics import AbsoluteTrajectoryError, ErrorStatistics, NonFinite, joint_max_abs_errors
+from verify_ate.kinematics import Poses
+from verify_ate.kinematics.rotations import geodesic_angle, matrix_to_quaternion, quaternion_to_matrix
+from verify_ate.verify.compare.gate import GateConfig, judge
+from verify_ate.verify.compare.metrics import AbsoluteTrajectoryError, ErrorStatistics, NonFinite, joint_max_abs_errors
 
 
 def _poses(positions, rotations) -> Poses:
@@ -39,7 +39,8 @@ def test_pure_translation():
     assert stats.rmse == pytest.approx(math.sqrt((0.05**2 + 0.1**2) / 3))
     assert stats.mean == pytest.approx(0.05)
     assert stats.median == pytest.approx(0.05)
-    assert stats.max == pytest.approx(0.1) and stats.min == 0.0
+    assert stats.max == pytest.approx(0.1)
+    assert stats.min == 0.0
     assert stats.std == pytest.approx(np.std([0.05, 0.0, 0.1]))
     assert stats.p95 == pytest.approx(0.095)  # linear interpolation between 0.05 and 0.1
     assert np.all(AbsoluteTrajectoryError.orientation(reference, shifted).errors == 0.0)
@@ -112,7 +113,8 @@ def test_nonfinite_errors_make_every_statistic_nan_and_fail_the_gate():
         GateConfig(0.03, 0.2),
     )
     assert not result.passed
-    assert not result.check("position").passed and not result.check("finite").passed
+    assert not result.check("position").passed
+    assert not result.check("finite").passed
     assert result.check("orientation").passed
     assert result.check("finite").message == (
         "under test: 1 non-finite action values (NaN/Inf), the first at chunk 0 step 1 joint c"
@@ -129,7 +131,7 @@ def test_gate_uses_the_chosen_statistic_and_says_by_how_much():
     by_rmse = judge(position, orientation, finite, finite, [], GateConfig(0.03, 0.2, "rmse"))  # rmse 0.05
     assert not by_rmse.passed
     assert "position rmse 0.05 m OVER bound 0.03 m by 0.02 m" in by_rmse.check("position").message
-    with pytest.raises(ValueError, match="--stat"):
+    with pytest.raises(ValueError, match="statistic .std. is not one of"):
         GateConfig(0.03, 0.2, "std")
 
 
@@ -148,7 +150,7 @@ def test_quaternion_round_trip_including_half_turns(rng):
 
 
 def test_unreadable_thresholds_file_is_a_one_line_input_error(tmp_path):
-    from verify.errors import InputError
+    from verify_ate.verify.errors import InputError
 
     with pytest.raises(
         InputError, match="absent.yaml: cannot read the gate thresholds \\(No such file or directory\\)"

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 from safetensors.numpy import save_file
 
-from noise import GENERATOR, NoiseFileError, gaussian, import_noise, load_noise, make_noise, save_noise
+from verify_ate.noise import GENERATOR, NoiseFileError, gaussian, import_noise, load_noise, make_noise, save_noise
 
 # Pinned so that a change of generator, NumPy's PCG64 stream or float rounding anywhere is caught.
 SEED0_PI0_SHA256 = "22f33d5b47a549a1f1ae7371cca8d58be95f9696e2d793fb15fff3b5069d9bd6"
@@ -26,7 +26,8 @@ def test_same_seed_same_bytes_other_seed_other_bytes():
 
 def test_values_are_standard_normal():
     values = gaussian(1, (4, 500, 32)).astype(np.float64)
-    assert abs(values.mean()) < 0.02 and abs(values.std() - 1) < 0.02
+    assert abs(values.mean()) < 0.02
+    assert abs(values.std() - 1) < 0.02
     assert gaussian(1, (2, 3, 4)).dtype == np.float32
 
 
@@ -97,13 +98,17 @@ def test_noise_make_and_show_commands(tmp_path):
     shown = run_cli("noise", "show", out)
     assert shown.returncode == 0, shown.stderr
     summary = json.loads(shown.stdout)
-    assert summary["shape"] == [1, 50, 32] and summary["seed"] == 0 and summary["finite"] is True
-    assert summary["sha256"] == SEED0_PI0_SHA256 and abs(summary["std"] - 1) < 0.1
+    assert summary["shape"] == [1, 50, 32]
+    assert summary["seed"] == 0
+    assert summary["finite"] is True
+    assert summary["sha256"] == SEED0_PI0_SHA256
+    assert abs(summary["std"] - 1) < 0.1
 
 
 def test_noise_command_bad_input_exit_codes(tmp_path):
     bad_shape = run_cli("noise", "make", "--seed", "0", "--shape", "1,x,32", "--out", tmp_path / "n.safetensors")
-    assert bad_shape.returncode == 2 and "shape must be comma-separated integers" in bad_shape.stderr
+    assert bad_shape.returncode == 2
+    assert "shape must be comma-separated integers" in bad_shape.stderr
     missing = run_cli("noise", "show", tmp_path / "absent.safetensors")
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"verify-ate: error: {tmp_path / 'absent.safetensors'}: noise file not found"

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 import yaml
 
-from kinematics import dataset_forward_kinematics, load_robot
-from verify.data import demo_dataset as demo_module  # the module; `demo_dataset` is the conftest fixture
-from verify.data.demo_dataset import (
+from verify_ate.kinematics import dataset_forward_kinematics, load_robot
+from verify_ate.verify.data import demo_dataset as demo_module  # the module; `demo_dataset` is the conftest fixture
+from verify_ate.verify.data.demo_dataset import (
     DEFAULT_PROFILE,
     ensure_demo_dataset,
     load_demo_profile,
     profile_cache_key,
     write_demo_dataset,
 )
-from verify.data.observation import episode_joint_path, episode_row, inspect_dataset, load_frames
-from verify.errors import InputError
+from verify_ate.verify.data.observation import episode_joint_path, episode_row, inspect_dataset, load_frames
+from verify_ate.verify.errors import InputError
 
 PROFILE = yaml.safe_load(DEFAULT_PROFILE.read_text())
 OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -47,7 +47,8 @@ def test_demo_dataset_looks_like_the_koch_datasets(demo_dataset):
         assert info["features"][key] == {"dtype": "float32", "shape": [6], "names": names}
     for camera in ("observation.images.laptop", "observation.images.phone"):
         feature = info["features"][camera]
-        assert feature["dtype"] == "video" and feature["shape"] == [48, 64, 3]
+        assert feature["dtype"] == "video"
+        assert feature["shape"] == [48, 64, 3]
         assert list((demo_dataset / "videos" / camera).rglob("*.mp4"))
     assert (demo_dataset / "meta" / "stats.json").is_file()
     assert not list(demo_dataset.parent.glob(".*.partial"))
@@ -78,9 +79,11 @@ def test_recorded_motion_is_in_limits_above_the_table_and_smooth(demo_dataset):
     for episode in range(PROFILE["episodes"]):
         state = episode_joint_path(demo_dataset, episode)
         action = episode_joint_path(demo_dataset, episode, key="action")
-        assert state.shape == (PROFILE["frames_per_episode"], 6) and state.dtype == np.float32
+        assert state.shape == (PROFILE["frames_per_episode"], 6)
+        assert state.dtype == np.float32
         q_model = robot.dataset_to_model(state)
-        assert np.all(q_model >= robot.lower_limits) and np.all(q_model <= robot.upper_limits)
+        assert np.all(q_model >= robot.lower_limits)
+        assert np.all(q_model <= robot.upper_limits)
         assert dataset_forward_kinematics(robot, state).position[:, 2].min() > 0.0  # never through the table
         assert np.abs(np.diff(state, axis=0)).max() < 10.0  # degrees per frame at 30 fps: smooth
         np.testing.assert_array_equal(action[:-lead], state[lead:])  # the leader arm is `lead` frames ahead
@@ -135,8 +138,10 @@ def test_load_frames_returns_lerobot_items_and_provenance(demo_dataset):
     first = observations.frames[0]
     for camera in ("observation.images.laptop", "observation.images.phone"):
         image = first[camera]
-        assert tuple(image.shape) == (3, 48, 64) and str(image.dtype) == "torch.float32"
-        assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        assert tuple(image.shape) == (3, 48, 64)
+        assert str(image.dtype) == "torch.float32"
+        assert 0.0 <= float(image.min())
+        assert float(image.max()) <= 1.0
     state = episode_joint_path(demo_dataset, 1)
     np.testing.assert_array_equal(observations.frames[1]["observation.state"].numpy(), state[7])
     assert first["task"] == PROFILE["task"] == observations.task
@@ -167,7 +172,8 @@ def test_images_follow_the_arm(demo_dataset):
 def test_observation_hash_is_stable_and_tracks_the_frame(demo_dataset):
     first = load_frames(demo_dataset, 0, [5])
     again = load_frames(demo_dataset, 0, [5])
-    assert first.sha256 == again.sha256 and len(first.sha256) == 64
+    assert first.sha256 == again.sha256
+    assert len(first.sha256) == 64
     assert load_frames(demo_dataset, 0, [6]).sha256 != first.sha256
     assert load_frames(demo_dataset, 1, [5]).sha256 != first.sha256
     assert load_frames(demo_dataset, 0, [5, 6]).sha256 != first.sha256
@@ -205,8 +211,10 @@ def test_v2_datasets_get_the_import_command(tmp_path, version):
         with pytest.raises(InputError) as caught:
             read()
         message = str(caught.value)
-        assert message.startswith(f"{root.resolve()}: LeRobot dataset format {version}") and command in message
-        assert "\n" not in message and "lerobot 0.3.3" not in message
+        assert message.startswith(f"{root.resolve()}: LeRobot dataset format {version}")
+        assert command in message
+        assert "\n" not in message
+        assert "lerobot 0.3.3" not in message
 
 
 def test_not_a_dataset_missing_folder_and_a_file(tmp_path):

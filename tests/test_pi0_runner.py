@@ -11,13 +11,13 @@ import pytest
 pytest.importorskip("lerobot.policies.pi0")
 torch = pytest.importorskip("torch")
 
-from noise import NoiseFileError, load_noise, make_noise, save_noise
-from verify.errors import InputError
-from verify.model.architecture import ARCHITECTURE_FILE
-from verify.model.checkpoint import checkpoint_sha256
-from verify.model.devices import runtime_versions
-from verify.model.runner import Pi0Runner
-from verify.model.tiny import (
+from verify_ate.noise import NoiseFileError, load_noise, make_noise, save_noise
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.architecture import ARCHITECTURE_FILE
+from verify_ate.verify.model.checkpoint import checkpoint_sha256
+from verify_ate.verify.model.devices import runtime_versions
+from verify_ate.verify.model.runner import Pi0Runner
+from verify_ate.verify.model.tiny import (
     build_tiny_checkpoint,
     build_tiny_policy,
     ensure_tiny_checkpoint,
@@ -117,8 +117,11 @@ def test_checkpoint_folder_is_a_lerobot_checkpoint(checkpoint):
         ARCHITECTURE_FILE,
     } <= names
     config = json.loads((checkpoint / "config.json").read_text())
-    assert config["type"] == "pi0" and config["chunk_size"] == 50 and config["max_action_dim"] == 32
-    assert config["paligemma_variant"] == "gemma_2b" and config["action_expert_variant"] == "gemma_300m"
+    assert config["type"] == "pi0"
+    assert config["chunk_size"] == 50
+    assert config["max_action_dim"] == 32
+    assert config["paligemma_variant"] == "gemma_2b"
+    assert config["action_expert_variant"] == "gemma_300m"
     assert not [path for path in checkpoint.parent.iterdir() if path.name.endswith(".partial")]
 
 
@@ -135,7 +138,8 @@ def test_seed_changes_the_weights():
     first = build_tiny_policy(profile, seed=0).state_dict()
     second = build_tiny_policy(profile, seed=1).state_dict()
     name = "model.action_out_proj.weight"
-    assert first[name].shape == second[name].shape and not torch.equal(first[name], second[name])
+    assert first[name].shape == second[name].shape
+    assert not torch.equal(first[name], second[name])
 
 
 def test_checkpoint_sha256_tracks_file_contents(checkpoint, tmp_path):
@@ -153,7 +157,8 @@ def test_checkpoint_sha256_tracks_file_contents(checkpoint, tmp_path):
 def test_predict_shape_dtype_and_units(runner, actions, frames):
     assert runner.expected_noise_shape == NOISE_SHAPE
     assert runner.processor_source == "checkpoint"
-    assert actions.shape == (len(frames), 50, 6) and actions.dtype == np.float32
+    assert actions.shape == (len(frames), 50, 6)
+    assert actions.dtype == np.float32
     assert np.all(np.isfinite(actions))
     # Unnormalised into dataset units: the random model's output stays within a few dataset
     # standard deviations of the dataset mean (degrees), nowhere near normalised (~N(0, 1)) values.
@@ -179,7 +184,8 @@ def test_per_frame_noise_rows(runner, actions, frames, noise):
     assert np.array_equal(runner.predict(frames, per_frame), actions)
     per_frame[1] = make_noise(7, NOISE_SHAPE).values[0]
     mixed = runner.predict(frames, per_frame)
-    assert np.array_equal(mixed[0], actions[0]) and not np.array_equal(mixed[1], actions[1])
+    assert np.array_equal(mixed[0], actions[0])
+    assert not np.array_equal(mixed[1], actions[1])
 
 
 def test_different_noise_gives_different_actions(runner, actions, frames):
@@ -194,7 +200,8 @@ def test_bfloat16_is_finite_and_differs(checkpoint, actions, frames, noise):
         layer = bf16.policy.model.paligemma_with_expert.paligemma.model.language_model.layers[0]
         assert layer.self_attn.q_proj.weight.dtype == torch.bfloat16
         low = bf16.predict(frames, noise)
-    assert low.shape == actions.shape and np.all(np.isfinite(low))
+    assert low.shape == actions.shape
+    assert np.all(np.isfinite(low))
     difference = np.max(np.abs(low - actions))
     assert 0.0 < difference < 50.0
 
@@ -314,9 +321,12 @@ def test_frames_missing_a_camera_are_refused(runner, noise):
 
 def test_measure_latency_reports_parts(runner, frames, noise):
     report = runner.measure_latency(frames[:1], noise, warmup=1, iters=2)
-    assert report["iters"] == 2 and report["warmup"] == 1 and report["timer"] == "perf_counter"
+    assert report["iters"] == 2
+    assert report["warmup"] == 1
+    assert report["timer"] == "perf_counter"
     for part in ("", "model_", "preprocess_", "postprocess_"):
-        assert report[f"{part}median_ms"] > 0 and report[f"{part}p90_ms"] >= report[f"{part}median_ms"]
+        assert report[f"{part}median_ms"] > 0
+        assert report[f"{part}p90_ms"] >= report[f"{part}median_ms"]
     assert report["model_median_ms"] < report["median_ms"]
 
 

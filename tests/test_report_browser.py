@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 from conftest import koch_actions, make_artifact, run_cli
 
-from kinematics import load_robot
-from reports.html import PLOT_FILES, render_report
-from verify.compare.artifact import save_artifact
-from verify.compare.comparator import compare
-from verify.compare.gate import GateConfig
-from verify.compare.metrics import STATISTICS
-from verify.publish import report_arrays
+from verify_ate.kinematics import load_robot
+from verify_ate.reports.html import PLOT_FILES, render_report
+from verify_ate.verify.compare.artifact import save_artifact
+from verify_ate.verify.compare.comparator import compare
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.compare.metrics import STATISTICS
+from verify_ate.verify.publish import report_arrays
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 XSS = "<script>alert(1)</script>"
@@ -246,15 +246,21 @@ def test_report_renders_in_chromium_with_every_plot_loaded(cli_report, tmp_path)
 
     assert facts["verdict"] == "PASS"
     assert facts["banner"].startswith("PASS")
-    assert "npu:0" in facts["banner"] and "gate on rmse" in facts["banner"]
+    assert "npu:0" in facts["banner"]
+    assert "gate on rmse" in facts["banner"]
     assert sorted(image["src"] for image in facts["images"]) == sorted(PLOT_FILES.values())
     for image in facts["images"]:
-        assert image["complete"] and image["width"] > 0 and image["height"] > 0, f"{image['src']} did not load: {image}"
+        assert image["complete"], f"{image['src']} did not load: {image}"
+        assert image["width"] > 0, f"{image['src']} did not load: {image}"
+        assert image["height"] > 0, f"{image['src']} did not load: {image}"
     assert facts["scripts"] == 0
-    assert "POSITION ATE · RMSE" in facts["text"].upper() and "Provenance" in facts["text"]
+    assert "POSITION ATE · RMSE" in facts["text"].upper()
+    assert "Provenance" in facts["text"]
     # Viewable offline: the page asked for nothing but files of its own folder.
-    assert requested and all(url.startswith(cli_report.resolve().as_uri()) for url in requested), requested
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+    assert requested, requested
+    assert all(url.startswith(cli_report.resolve().as_uri()) for url in requested), requested
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert screenshot.stat().st_size > 50_000
 
 
 def test_script_in_task_and_joint_name_shows_as_text_in_chromium(tmp_path):
@@ -273,7 +279,8 @@ def test_script_in_task_and_joint_name_shows_as_text_in_chromium(tmp_path):
     page = render_report(tmp_path / "report", summary, arrays, STATISTICS)
 
     facts, _ = open_in_chromium(page, tmp_path / "report" / "screenshot.png", tmp_path)
-    assert facts["scripts"] == 0 and facts["alerted"] is False
+    assert facts["scripts"] == 0
+    assert facts["alerted"] is False
     assert f"pick {XSS} up" in facts["text"]  # the reader sees the literal text
     assert XSS in facts["text"].split("max |error|")[0].split("joint")[-1]  # the joint table header
     assert all(image["width"] > 0 for image in facts["images"])

@@ -23,15 +23,15 @@ import pytest
 import yaml
 from conftest import koch_actions, make_artifact, run_cli
 
-from kinematics import dataset_forward_kinematics, load_robot
-from reports.html import PLOT_FILES, render_report
-from reports.plots import plot_end_effector_path, plot_step_errors
-from verify.compare.artifact import save_artifact
-from verify.compare.comparator import compare
-from verify.compare.gate import GateConfig
-from verify.compare.metrics import STATISTICS
-from verify.progress import Progress
-from verify.publish import OutputPaths, publish, report_arrays
+from verify_ate.kinematics import dataset_forward_kinematics, load_robot
+from verify_ate.reports.html import PLOT_FILES, render_report
+from verify_ate.reports.plots import plot_end_effector_path, plot_step_errors
+from verify_ate.verify.compare.artifact import save_artifact
+from verify_ate.verify.compare.comparator import compare
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.compare.metrics import STATISTICS
+from verify_ate.verify.progress import Progress
+from verify_ate.verify.publish import OutputPaths, publish, report_arrays
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"
@@ -118,17 +118,20 @@ def test_publish_writes_a_self_contained_page_with_plots_beside_it(tmp_path, rng
     summary = publish(result, OutputPaths(out), stream=stream)
 
     assert summary["pass"] is True
-    assert "PASS" in stream.getvalue() and str(out / "index.html") in stream.getvalue()
+    assert "PASS" in stream.getvalue()
+    assert str(out / "index.html") in stream.getvalue()
     for name in ("index.html", "summary.json", "summary.md", "junit.xml", *PLOT_FILES.values()):
         assert (out / name).is_file(), name
     assert not list(out.glob(".*partial")), "a temporary file was left behind"
     for name in PLOT_FILES.values():
         width, height = png_size(out / name)
-        assert width > 300 and height > 200
+        assert width > 300
+        assert height > 200
 
     page = parse_page(out / "index.html")
     # Self-contained: no script, no external stylesheet, every image a relative PNG beside the page.
-    assert "script" not in page.tags and "link" not in page.tags
+    assert "script" not in page.tags
+    assert "link" not in page.tags
     assert sorted(page.images) == sorted(PLOT_FILES.values())
     assert all("://" not in url and not url.startswith("/") for url in page.urls)
     text = page.plain_text
@@ -171,18 +174,21 @@ def test_a_failing_gate_reads_fail_with_how_far_over(tmp_path, rng):
     summary = publish(comparison(rng, shift_deg=15.0), OutputPaths(out), stream=io.StringIO())
     assert summary["pass"] is False
     html = (out / "index.html").read_text()
-    assert 'class="banner fail"' in html and 'data-verdict="FAIL"' in html
+    assert 'class="banner fail"' in html
+    assert 'data-verdict="FAIL"' in html
     text = parse_page(out / "index.html").plain_text
     assert text.startswith("FAIL")
     assert "OVER BOUND" in text
     position_check = next(c for c in summary["checks"] if c["name"] == "position")
-    assert "OVER bound 0.03 m by" in position_check["message"] and position_check["message"] in text
+    assert "OVER bound 0.03 m by" in position_check["message"]
+    assert position_check["message"] in text
 
 
 def test_non_finite_output_is_plotted_where_finite_and_said_on_the_page(tmp_path, rng):
     out = tmp_path / "report"
     summary = publish(comparison(rng, n=2, nan_at=(0, slice(10, 14), 2)), OutputPaths(out), stream=io.StringIO())
-    assert summary["pass"] is False and summary["finite"] is False
+    assert summary["pass"] is False
+    assert summary["finite"] is False
     for name in PLOT_FILES.values():
         png_size(out / name)
     text = parse_page(out / "index.html").plain_text
@@ -228,7 +234,8 @@ def test_several_chunks_say_which_chunk_is_plotted(tmp_path, rng):
     page = render_report(tmp_path / "report", result.summary(), report_arrays(result), STATISTICS)
     text = parse_page(page).plain_text
     assert "Chunk 0 of 3 is plotted." in text
-    assert "actions 3×50×6" in text and "150 poses compared" in text
+    assert "actions 3×50×6" in text
+    assert "150 poses compared" in text
 
 
 def test_rad_artifacts_are_plotted_in_degrees(rng):
@@ -259,7 +266,8 @@ def test_cli_compare_out_writes_the_whole_report_folder(tmp_path, rng):
     assert json.loads((out / "summary.json").read_text())["pass"] is True
     assert "**PASS**" in (out / "summary.md").read_text()
     suite = ET.parse(out / "junit.xml").getroot()
-    assert suite.get("failures") == "0" and int(suite.get("tests")) == 3
+    assert suite.get("failures") == "0"
+    assert int(suite.get("tests")) == 3
     assert parse_page(out / "index.html").plain_text.startswith("PASS")
     assert seconds < 60, f"compare --out took {seconds:.1f}s"
 
@@ -267,15 +275,44 @@ def test_cli_compare_out_writes_the_whole_report_folder(tmp_path, rng):
 # ---- the end-effector path plot (verify-ate fk --plot) ---------------------------------------
 
 
-def test_end_effector_path_plot_is_a_png_for_one_or_many_paths(tmp_path, rng):
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure the plots save, kept for its artists (what was drawn), the PNG written as usual."""
+    from verify_ate.reports import plots
+
+    figures = []
+    save = plots.save_figure
+
+    def keep(figure, out_png, tight=True):
+        figures.append(figure)
+        return save(figure, out_png, tight)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures
+
+
+def _line(axes, label):
+    return next(line for line in axes.get_lines() if line.get_label() == label)
+
+
+def test_end_effector_path_plot_draws_each_path_its_shadow_and_the_base(tmp_path, rng, drawn):
     robot = load_robot("koch_v1_1")
     positions = dataset_forward_kinematics(robot, koch_actions(rng, n=3)).position  # [3, 50, 3]
     single = plot_end_effector_path({"path": positions[0]}, tmp_path / "one.png", title="one path")
     several = plot_end_effector_path({"ref": positions, "dut": positions + 0.01}, tmp_path / "many.png")
     for path in (single, several):
         width, height = png_size(path)
-        assert 400 < width < 1200 and 400 < height < 1200
-        assert path.stat().st_size > 20_000  # a drawn figure, not an empty canvas
+        assert 400 < width < 1200
+        assert 400 < height < 1200
+    axes = drawn[1].axes[0]
+    for label, expected in (("ref", positions[0]), ("dut", positions[0] + 0.01)):
+        np.testing.assert_allclose(np.stack(_line(axes, label).get_data_3d(), axis=-1), expected)
+    shadow = np.stack(_line(axes, "shadow on table").get_data_3d(), axis=-1)
+    np.testing.assert_allclose(shadow[:, :2], positions[0][:, :2])
+    assert np.all(shadow[:, 2] == 0)  # on the table plane
+    others = [c for c in axes.collections if type(c).__name__ == "Line3DCollection"]
+    assert len(others) == 2  # the other two chunks of each side, one collection per side
+    assert axes.get_title() == "end-effector path"
 
 
 def test_end_effector_path_plot_survives_paths_under_the_table_and_nan(tmp_path):
@@ -288,11 +325,22 @@ def test_end_effector_path_plot_survives_paths_under_the_table_and_nan(tmp_path)
         plot_end_effector_path({"bad": np.zeros((5, 2))}, tmp_path / "bad.png")
 
 
-def test_step_error_plot_with_zero_and_non_finite_errors(tmp_path):
+def test_step_error_plot_draws_the_errors_the_bound_and_the_gated_statistic(tmp_path, drawn):
     errors = np.zeros((2, 50))
-    png_size(plot_step_errors(errors, 0.03, tmp_path / "zero.png", "position", "m", "rmse", 0.0))
+    errors[0] = np.linspace(0.0, 0.01, 50)
+    png_size(plot_step_errors(errors, 0.03, tmp_path / "zero.png", "position", "m", "rmse", 0.004))
+    axes = drawn[0].axes[0]
+    np.testing.assert_array_equal(_line(axes, "chunk 0").get_ydata(), errors[0])
+    assert set(_line(axes, "bound 0.03 m").get_ydata()) == {0.03}
+    assert set(_line(axes, "rmse 0.004 m (gated)").get_ydata()) == {0.004}
+    (others,) = axes.collections  # chunk 1, drawn thin behind chunk 0
+    assert others.get_label() == "chunk 1"
+    np.testing.assert_array_equal(others.get_segments()[0][:, 1], errors[1])
     errors[1, 3] = np.inf
     png_size(plot_step_errors(errors, 0.03, tmp_path / "inf.png", "position", "m", "rmse", float("nan")))
+    axes = drawn[1].axes[0]
+    assert [text.get_text() for text in axes.texts] == ["1 non-finite errors not shown"]
+    assert not any("(gated)" in line.get_label() for line in axes.get_lines())  # a NaN statistic is not drawn
 
 
 def test_fk_plot_through_the_cli(tmp_path, rng):
@@ -304,7 +352,8 @@ def test_fk_plot_through_the_cli(tmp_path, rng):
     completed = run_cli("fk", "--input", tmp_path / "joints.csv", "--plot", tmp_path / "path.png")
     assert completed.returncode == 0, completed.stderr
     width, height = png_size(tmp_path / "path.png")
-    assert width > 400 and height > 400
+    assert width > 400
+    assert height > 400
 
 
 # ---- progress on stderr -----------------------------------------------------------------------
@@ -346,7 +395,9 @@ def test_progress_redraws_a_bar_on_a_terminal():
     progress.step("short")
     progress.close()
     output = stream.getvalue()
-    assert output.count("\r") == 3 and output.count("\n") == 1 and output.endswith("\n")
+    assert output.count("\r") == 3
+    assert output.count("\n") == 1
+    assert output.endswith("\n")
     assert "\r#####............... [1/4] loading a long step name 0.0s\x1b[K" in output
     assert "\r##########.......... [2/4] short 2.0s\x1b[K" in output
     progress.close()  # twice is harmless
@@ -399,13 +450,16 @@ def test_gate_script_passes_the_exit_code_through(tmp_path, rng):
     assert f"PASS (report: {tmp_path / 'same'}/index.html)" in passed.stdout
     assert (tmp_path / "same" / "junit.xml").is_file()
     failed = gate(tmp_path / "ref.npz", tmp_path / "bad.npz", tmp_path / "bad", "--stat", "max")
-    assert failed.returncode == 1 and "FAILED" in failed.stderr
+    assert failed.returncode == 1
+    assert "FAILED" in failed.stderr
     assert json.loads((tmp_path / "bad" / "summary.json").read_text())["position"]["stat"] == "max"
     assert parse_page(tmp_path / "bad" / "index.html").plain_text.startswith("FAIL")
     failures = [f.get("message") for f in ET.parse(tmp_path / "bad" / "junit.xml").getroot().iter("failure")]
     assert any("position max" in message and "OVER bound 0.03 m by" in message for message in failures), failures
     missing = gate(tmp_path / "ref.npz", tmp_path / "absent.npz", tmp_path / "none")
-    assert missing.returncode == 2 and "absent.npz: file not found" in missing.stderr and "bad input" in missing.stderr
+    assert missing.returncode == 2
+    assert "absent.npz: file not found" in missing.stderr
+    assert "bad input" in missing.stderr
     assert gate(tmp_path / "ref.npz").returncode == 2
 
 
@@ -419,7 +473,8 @@ def test_github_workflow_gate_job_runs_as_written_and_publishes_what_it_wrote(tm
     assert gate_job["permissions"]["checks"] == "write"
     uses = {step.get("uses", "").split("@")[0]: step for step in gate_job["steps"]}
     junit_action, upload = uses["mikepenz/action-junit-report"], uses["actions/upload-artifact"]
-    assert junit_action.get("if") == "always()" and upload.get("if") == "always()"
+    assert junit_action.get("if") == "always()"
+    assert upload.get("if") == "always()"
     assert uses["actions/download-artifact"]["with"]["pattern"] == "trajectory-*"
     shell_steps = [step for step in gate_job["steps"] if "run" in step and not step["run"].startswith("pip install")]
     environment = {
@@ -462,8 +517,10 @@ def test_github_workflow_gate_job_runs_as_written_and_publishes_what_it_wrote(tm
     published = workspace / upload["with"]["path"]
     assert {"index.html", "summary.json", "summary.md", "junit.xml"} <= {p.name for p in published.iterdir()}
     assert junit.parent.resolve() == published.resolve()
-    assert (published / "summary.md").read_text() in step_summary and "**FAIL**" in step_summary
-    assert "verify-ate-report" in step_summary and upload["with"]["name"] == "verify-ate-report"
+    assert (published / "summary.md").read_text() in step_summary
+    assert "**FAIL**" in step_summary
+    assert "verify-ate-report" in step_summary
+    assert upload["with"]["name"] == "verify-ate-report"
 
     codes, step_summary = run_gate_job(tmp_path / "no-dut", None)  # the under-test job left no artifact
     assert codes == [2, 0]

@@ -6,15 +6,17 @@ Everything runs lerobot's real PI0Policy on the CPU; the rewrites change one sid
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 from conftest import run_cli
 
 pytest.importorskip("lerobot")
 
-from verify.compare.calibration import Calibration, calibration_from_floors, seed_ceiling
-from verify.errors import InputError
-from verify.model.rewrites import CATALOGUE, FAULTS, VARIANTS
+from verify_ate.verify.compare.calibration import Calibration, calibration_from_floors, fixed_ceiling
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.rewrites import CATALOGUE, FAULTS, VARIANTS
 
 # Variants whose float32 arithmetic on the CPU is the reference's, operation for operation.
 EXACT_VARIANTS = ("fused-qkv", "rope-hoisted", "add-rmsnorm")
@@ -39,20 +41,21 @@ def _floors(position: float, orientation: float) -> dict:
 
 def test_calibrated_bounds_are_a_multiple_of_the_worst_floor_within_minimum_and_seed():
     calibration = calibration_from_floors(
-        {"threads": _floors(1e-9, 1e-8), "bfloat16": _floors(2e-4, 3e-3)}, seed_ceiling(0.03, 0.2), {}
+        {"threads": _floors(1e-9, 1e-8), "bfloat16": _floors(2e-4, 3e-3)}, fixed_ceiling(0.03, 0.2), {}
     )
     assert calibration.floor("position", "rmse") == (2e-4, "bfloat16")
     assert calibration.bound("position", "rmse") == pytest.approx(calibration.multiple * 2e-4)
-    tiny = calibration_from_floors({"threads": _floors(0.0, 0.0)}, seed_ceiling(0.03, 0.2), {})
+    tiny = calibration_from_floors({"threads": _floors(0.0, 0.0)}, fixed_ceiling(0.03, 0.2), {})
     assert tiny.bound("position", "rmse") == tiny.minimum["position"]  # never a bound at zero
-    huge = calibration_from_floors({"bfloat16": _floors(1.0, 3.0)}, seed_ceiling(0.03, 0.2), {})
-    assert huge.bound("position", "rmse") == 0.03 and huge.bound("orientation", "max") == 0.2  # never looser
-    broken = calibration_from_floors({"bfloat16": _floors(float("nan"), 1e-3)}, seed_ceiling(0.03, 0.2), {})
+    huge = calibration_from_floors({"bfloat16": _floors(1.0, 3.0)}, fixed_ceiling(0.03, 0.2), {})
+    assert huge.bound("position", "rmse") == 0.03
+    assert huge.bound("orientation", "max") == 0.2
+    broken = calibration_from_floors({"bfloat16": _floors(float("nan"), 1e-3)}, fixed_ceiling(0.03, 0.2), {})
     assert broken.bound("position", "rmse") == 0.03
 
 
 def test_a_saved_calibration_loads_back_and_a_broken_one_is_one_line(tmp_path):
-    calibration = calibration_from_floors({"batch": _floors(1e-6, 1e-5)}, seed_ceiling(0.03, 0.2), {"x": 1})
+    calibration = calibration_from_floors({"batch": _floors(1e-6, 1e-5)}, fixed_ceiling(0.03, 0.2), {"x": 1})
     loaded = Calibration.load(calibration.save(tmp_path / "calibration.json"))
     assert loaded.as_dict() == calibration.as_dict()
     for name, content in (
@@ -63,7 +66,8 @@ def test_a_saved_calibration_loads_back_and_a_broken_one_is_one_line(tmp_path):
         (tmp_path / name).write_text(content)
         with pytest.raises(InputError) as caught:
             Calibration.load(tmp_path / name)
-        assert str(tmp_path / name) in str(caught.value) and "\n" not in str(caught.value)
+        assert str(tmp_path / name) in str(caught.value)
+        assert "\n" not in str(caught.value)
 
 
 # ---------------------------------------------------------------- names
@@ -81,13 +85,15 @@ def test_an_unknown_name_is_exit_2_listing_the_known_ones(tmp_path, flags, kind,
     result = run_cli("--demo", "--cache-dir", tmp_path, *flags, "--out", tmp_path / "out")
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert f"unknown {kind}" in line and all(name in line for name in known)
+    assert f"unknown {kind}" in line
+    assert all(name in line for name in known)
     assert not (tmp_path / "out").exists()
 
 
 def test_gate_calibrated_without_a_calibration_is_exit_2(tmp_path):
     result = run_cli("--demo", "--cache-dir", tmp_path, "--gate", "calibrated")
-    assert result.returncode == 2 and "--gate calibrated needs a calibration" in result.stderr
+    assert result.returncode == 2
+    assert "--gate calibrated needs a calibration" in result.stderr
 
 
 # ---------------------------------------------------------------- the self-test
@@ -108,6 +114,7 @@ def selftest(demo_cache, tmp_path_factory):
         "--junit",
         out.parent / "junit.xml",
     )
+    assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads((out / "selftest.json").read_text())
     return result, document, out
 
@@ -116,13 +123,18 @@ def selftest(demo_cache, tmp_path_factory):
 def test_selftest_exits_0_with_every_variant_passing_and_every_fault_caught(selftest):
     result, document, out = selftest
     assert result.returncode == 0, result.stdout + result.stderr
-    assert document["pass"] and not document["not_as_expected"]
+    assert document["pass"]
+    assert not document["not_as_expected"]
     assert [case["name"] for case in document["cases"]] == [*SELFTEST_VARIANTS, *FAULTS]
     for name in (*SELFTEST_VARIANTS, *FAULTS):  # one table row each, on stdout and in the page
         assert any(line.split()[:1] == [name] for line in result.stdout.splitlines()), name
         assert f'id="case-{name}"' in (out / "index.html").read_text()
+    counters = re.findall(r"^\[(\d+)/(\d+)\]", result.stderr, flags=re.MULTILINE)
+    assert counters[-1][0] == counters[-1][1], result.stderr  # one model, every planned step, none past the total
+    assert all(int(count) <= int(total) for count, total in counters), result.stderr
     junit = (out.parent / "junit.xml").read_text()
-    assert junit.count("<testcase") == len(document["cases"]) and 'failures="0"' in junit
+    assert junit.count("<testcase") == len(document["cases"])
+    assert 'failures="0"' in junit
     assert Calibration.load(out / "calibration.json").floors  # the calibration it judged with, reusable
 
 
@@ -130,20 +142,24 @@ def test_selftest_exits_0_with_every_variant_passing_and_every_fault_caught(self
 @pytest.mark.parametrize("name", EXACT_VARIANTS)
 def test_a_variant_with_the_references_arithmetic_gives_its_actions_exactly(selftest, name):
     case = next(c for c in selftest[1]["cases"] if c["name"] == name)
-    assert case["exact"] and case["position"] == 0.0 and case["first_module"] is None
+    assert case["exact"]
+    assert case["position"] == 0.0
+    assert case["first_module"] is None
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REORDERING_VARIANTS)
 def test_a_reordering_variant_moves_the_tool_centre_point_by_rounding_only(selftest, name):
     case = next(c for c in selftest[1]["cases"] if c["name"] == name)
-    assert case["calibrated_pass"] and case["position"] < 1e-5
+    assert case["calibrated_pass"]
+    assert case["position"] < 1e-5
 
 
 @pytest.mark.slow
 def test_the_bfloat16_qkv_weight_passes_the_calibrated_gate(selftest):
     case = next(c for c in selftest[1]["cases"] if c["name"] == "fused-qkv-bf16")
-    assert case["calibrated_pass"] and not case["exact"]
+    assert case["calibrated_pass"]
+    assert not case["exact"]
 
 
 @pytest.mark.slow
@@ -155,16 +171,28 @@ def test_a_fault_fails_the_calibrated_gate_and_the_trace_names_its_module(selfte
 
 
 @pytest.mark.slow
-def test_the_seed_bounds_miss_faults_the_calibrated_bounds_catch(selftest):
-    document = selftest[1]
-    missed = [case["name"] for case in document["cases"] if case["kind"] == "fault" and case["seed_pass"]]
-    assert document["seed_misses"] == missed
+def test_the_fixed_bounds_miss_faults_the_calibrated_bounds_catch_and_the_page_draws_them_failed(selftest):
+    _, document, out = selftest
+    missed = [case["name"] for case in document["cases"] if case["kind"] == "fault" and case["fixed_pass"]]
+    assert missed  # on the trained demo the fixed bounds miss some faults
+    assert document["fixed_misses"] == missed
+    assert document["seed_misses"] == missed  # the old name, kept for one release
     calibrated = document["bounds"]["position_m"]["calibrated"]
-    assert calibrated < document["bounds"]["position_m"]["seed"]
+    assert calibrated < document["bounds"]["position_m"]["fixed"]
+    page = (out / "index.html").read_text()
+    for name in missed:  # a missed fault is a failure of the fixed gate, in red, never a green pass
+        row = page.split(f'id="case-{name}"', 1)[1].split("</tr>", 1)[0]
+        assert '<td class="bad">pass: MISSED</td>' in row
 
 
 @pytest.mark.slow
-def test_sensitivity_reports_the_smallest_failing_perturbation_per_module(demo_cache, tmp_path):
+def test_sensitivity_reports_the_smallest_failing_perturbation_per_module(demo_cache, tmp_path, monkeypatch):
+    from verify_ate.reports import plots
+
+    figures, save = [], plots.save_figure
+    monkeypatch.setattr(
+        plots, "save_figure", lambda figure, *args, **kw: figures.append(figure) or save(figure, *args, **kw)
+    )
     out = tmp_path / "report"
     result = run_cli(
         "selftest",
@@ -180,12 +208,19 @@ def test_sensitivity_reports_the_smallest_failing_perturbation_per_module(demo_c
         out,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = json.loads((out / "selftest.json").read_text())["sensitivity"]
-    assert rows and (out / "sensitivity.png").stat().st_size > 0
+    document = json.loads((out / "selftest.json").read_text())
+    rows = document["sensitivity"]
+    assert rows
+    (axes,) = figures[0].axes  # the sensitivity plot: one line per module, and both bounds
+    lines = {line.get_label(): line for line in axes.get_lines()}
     for row in rows:
-        calibrated, seed = row["smallest_failing_calibrated"], row["smallest_failing_seed"]
+        np.testing.assert_allclose(lines[row["label"]].get_ydata(), np.clip(row["position"], 1e-12, None))
+    for gate in ("fixed", "calibrated"):
+        assert set(lines[f"{gate} bound"].get_ydata()) == {document["bounds"]["position_m"][gate]}
+    for row in rows:
+        calibrated, fixed = row["smallest_failing_scale_calibrated"], row["smallest_failing_scale_fixed"]
         assert calibrated is not None, row  # caught somewhere up to a 100 % perturbation
-        assert seed is None or calibrated <= seed  # the calibrated bound is never the looser one
+        assert fixed is None or calibrated <= fixed  # the calibrated bound is never the looser one
         assert row["position"][-1] > 100 * row["position"][0] > 0  # the larger the perturbation, the further
         assert f"sensitivity {row['label']}" in result.stdout
 
@@ -210,14 +245,18 @@ def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(
         out,
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["ref"]["variants"] == ["add-rmsnorm"] and summary["ref"]["faults"] == []
+    assert summary["ref"]["variants"] == ["add-rmsnorm"]
+    assert summary["ref"]["faults"] == []
     assert summary["dut"]["variants"] == ["fused-qkv", "rope-hoisted"]
     assert summary["dut"]["faults"] == ["rope-interleaved"]
     assert "INJECTED rope-interleaved" in result.stdout
     page = (out / "index.html").read_text()
-    assert "INJECTED faults" in page and 'id="bounds-calibrated"' in page
+    assert "INJECTED faults" in page
+    assert 'id="bounds-calibrated"' in page
     gate = summary["gate"]
-    assert gate["decides"] == "seed" and result.returncode == (0 if gate["seed"]["pass"] else 1)
+    assert gate["deciding_gate"] == "fixed"
+    assert gate["decides"] == "seed"  # the old name, kept for one release
+    assert result.returncode == (0 if gate["fixed"]["pass"] else 1)
     assert gate["calibrated"]["pass"] is False  # the fault is over the calibrated bounds
     again = run_cli(
         "compare",
@@ -233,7 +272,8 @@ def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(
     assert again.returncode == 1, again.stderr
     reused = json.loads((tmp_path / "again.json").read_text())["gate"]["calibrated"]
     assert reused["position_m"] == pytest.approx(gate["calibrated"]["position_m"])
-    assert reused["differences"] == [] and gate["calibrated"]["differences"] == []  # the same inputs
+    assert reused["differences"] == []
+    assert gate["calibrated"]["differences"] == []
     # A calibration measured on another model is never taken silently: the verdict says so.
     foreign = json.loads((out / "calibration.json").read_text())
     foreign["provenance"]["checkpoint_sha256"] = "f" * 64
@@ -263,5 +303,7 @@ def test_variants_and_faults_are_recorded_and_shown_and_a_calibration_is_reused(
     per_frame = {c["name"]: c for c in swept["gate"]["calibrated"]["checks"] if c["name"].startswith("per-frame")}
     assert per_frame["per-frame position"]["threshold"] == pytest.approx(gate["calibrated"]["position_m"])
     assert {c["name"]: c["threshold"] for c in swept["checks"]}["per-frame position"] == 0.03  # the seed's
-    assert not per_frame["per-frame position"]["pass"] and swept["sweep"]["frames_failed"] == 2
-    assert "per-frame position max" in sweep.stdout and "another observation" in sweep.stdout
+    assert not per_frame["per-frame position"]["pass"]
+    assert swept["sweep"]["frames_failed"] == 2
+    assert "per-frame position max" in sweep.stdout
+    assert "another observation" in sweep.stdout

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import run_cli
 
-from kinematics import dataset_forward_kinematics, load_robot
-from verify.compare.gate import GateConfig
-from verify.compare.metrics import ErrorStatistics, orientation_errors, position_errors, statistic
-from verify.errors import InputError
-from verify.publish import write_rows
-from verify.run.plan import FrameRange, SweepPlan, SweepUnit, parse_index_list, plan_sweep
-from verify.run.sweep import ROW_COLUMNS, frame_gate_checks, frame_table
+from verify_ate.kinematics import dataset_forward_kinematics, load_robot
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.compare.metrics import ErrorStatistics, orientation_errors, position_errors, statistic
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.publish import write_rows
+from verify_ate.verify.run.plan import FrameRange, SweepPlan, SweepUnit, parse_index_list, plan_sweep
+from verify_ate.verify.run.sweep import ROW_COLUMNS, frame_gate_checks, frame_table
 
 DEMO_FRAMES = 60  # configs/profiles/demo_dataset.yaml frames_per_episode
 # The sweep of the `swept` fixture: 2 episodes x 3 frames x 2 seeds, batches of 4, fp32 vs bf16 on the CPU.
@@ -41,20 +41,23 @@ def test_index_lists_and_ranges_parse_as_written():
         with pytest.raises(InputError) as caught:
             parse_index_list(bad, "episodes")
         # Planning quotes the value it refuses; the command line adds the flag's name.
-        assert repr(bad) in str(caught.value) and "--" not in str(caught.value)
+        assert repr(bad) in str(caught.value)
+        assert "--" not in str(caught.value)
     assert FrameRange.parse("0:50:5") == FrameRange(0, 50, 5)
     assert FrameRange.parse("10:") == FrameRange(10, None, 1)
     for bad in ("5", "5:2", "0:10:0", "x:3", "1:2:3:4"):
         with pytest.raises(InputError) as caught:
             FrameRange.parse(bad)
-        assert repr(bad) in str(caught.value) and "--" not in str(caught.value)
+        assert repr(bad) in str(caught.value)
+        assert "--" not in str(caught.value)
 
 
 @pytest.mark.slow
 def test_frames_are_clipped_to_each_episode_and_the_plan_says_so(demo_dataset):
     plan = plan_sweep(demo_dataset, [0, 1], FrameRange.parse("55:100:2"), [0, 1], batch_size=4)
     assert plan.frames_per_episode == {0: [55, 57, 59], 1: [55, 57, 59]}
-    assert len(plan.notes) == 2 and all("clipped" in note and str(DEMO_FRAMES) in note for note in plan.notes)
+    assert len(plan.notes) == 2
+    assert all("clipped" in note and str(DEMO_FRAMES) in note for note in plan.notes)
     # Unit order: episode, frame, seed; batches are consecutive units.
     assert [(u.episode, u.frame, u.seed) for u in plan.units[:3]] == [(0, 55, 0), (0, 55, 1), (0, 57, 0)]
     assert [len(b) for b in plan.batches] == [4, 4, 4]
@@ -64,7 +67,9 @@ def test_frames_are_clipped_to_each_episode_and_the_plan_says_so(demo_dataset):
     with pytest.raises(InputError, match="selects no frame"):
         plan_sweep(demo_dataset, [0], FrameRange.parse("70:80"), [0], 8)
     whole = plan_sweep(demo_dataset, None, FrameRange(), None, 8)
-    assert whole.episodes == (0, 1) and whole.n_frames == 2 * DEMO_FRAMES and whole.units[0].seed is None
+    assert whole.episodes == (0, 1)
+    assert whole.n_frames == 2 * DEMO_FRAMES
+    assert whole.units[0].seed is None
 
 
 # ---------------------------------------------------------------- per-frame statistics and gate
@@ -98,8 +103,11 @@ def test_per_frame_gate_fails_on_one_bad_frame_that_the_pooled_rmse_hides():
     assert table.passed.tolist() == [True, True, False, True]
     assert table.worst(1) == [2]
     position_check, orientation_check = frame_gate_checks(_plan(4), table, config)
-    assert not position_check.passed and position_check.value == 0.05 and position_check.statistic == "max"
-    assert "episode 1 frame 0" in position_check.message and "1 of 4 frames over" in position_check.message
+    assert not position_check.passed
+    assert position_check.value == 0.05
+    assert position_check.statistic == "max"
+    assert "episode 1 frame 0" in position_check.message
+    assert "1 of 4 chunks over" in position_check.message
     assert orientation_check.passed
     # Without a frame statistic the pass column uses the pooled statistic per frame (rmse here).
     assert frame_table(_plan(4), position, orientation, finite, config, None).passed.all()
@@ -114,7 +122,8 @@ def test_non_finite_frames_fail_and_rank_worst():
     assert table.passed.tolist() == [True, False, True]
     assert table.worst(1) == [1]
     position_check, _ = frame_gate_checks(_plan(3), table, config)
-    assert not position_check.passed and "non-finite" in position_check.message
+    assert not position_check.passed
+    assert "non-finite" in position_check.message
 
 
 def test_rows_round_trip_through_csv_and_parquet(tmp_path):
@@ -124,7 +133,8 @@ def test_rows_round_trip_through_csv_and_parquet(tmp_path):
     write_rows(table, tmp_path / "f.csv", tmp_path / "f.parquet")
     with open(tmp_path / "f.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert tuple(rows[0]) == ROW_COLUMNS and len(rows) == 4
+    assert tuple(rows[0]) == ROW_COLUMNS
+    assert len(rows) == 4
     assert float(rows[3]["position_max"]) == table.position_max[3]  # repr round-trips float64 exactly
     frame = pq.read_table(tmp_path / "f.parquet").to_pandas()
     assert list(frame.columns) == list(ROW_COLUMNS)
@@ -159,12 +169,17 @@ def test_sweep_writes_rows_report_and_pooled_statistics(swept):
     result, out = swept
     assert result.returncode == 0, result.stderr
     assert "clipped to its 60 frames" in result.stderr  # the clipping is said, not silent
-    assert "PASS" in result.stdout and "per-frame position max" in result.stdout
+    assert "PASS" in result.stdout
+    assert "per-frame position max" in result.stdout
     summary = json.loads((out / "s.json").read_text())
-    assert summary["n_steps"] == 12 * 50 and summary["shape"] == [12, 50, 6]
+    assert summary["n_steps"] == 12 * 50
+    assert summary["shape"] == [12, 50, 6]
     sweep_info = summary["sweep"]
-    assert sweep_info["n_units"] == 12 and sweep_info["n_batches"] == 3 and sweep_info["frame_stat"] == "max"
-    assert sweep_info["frames_per_episode"] == {"0": 3, "1": 3} and sweep_info["seeds"] == [0, 1]
+    assert sweep_info["n_units"] == 12
+    assert sweep_info["n_batches"] == 3
+    assert sweep_info["frame_stat"] == "max"
+    assert sweep_info["frames_per_episode"] == {"0": 3, "1": 3}
+    assert sweep_info["seeds"] == [0, 1]
     assert {c["name"] for c in summary["checks"]} >= {
         "position",
         "orientation",
@@ -188,7 +203,9 @@ def test_sweep_writes_rows_report_and_pooled_statistics(swept):
     ):
         assert (report / name).is_file(), name
     page = (report / "index.html").read_text()
-    assert 'id="sweep"' in page and "error_distribution.png" in page and "worst_3_joints.png" in page
+    assert 'id="sweep"' in page
+    assert "error_distribution.png" in page
+    assert "worst_3_joints.png" in page
     junit = (report / "junit.xml").read_text()
     assert "per-frame position" in junit
 
@@ -244,14 +261,15 @@ def test_per_frame_gate_failure_exits_1_and_traces_the_worst_frame(demo_cache, s
     assert result.returncode == 1, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     checks = {c["name"]: c["pass"] for c in summary["checks"]}
-    assert checks["position"] is True and checks["per-frame position"] is False
+    assert checks["position"] is True
+    assert checks["per-frame position"] is False
     trace = summary["trace"]
-    assert trace["unit"]["why"] == "worst frame of the sweep" and trace["reproduced"] == {"ref": True, "dut": True}
+    assert trace["unit"]["why"] == "worst frame of the sweep"
+    assert trace["reproduced"] == {"ref": True, "dut": True}
     # fp32 vs bf16: the vision tower stays fp32 in lerobot's pi0, the first bf16 module is the first VLM layer.
     assert trace["first_divergent"]["label"] == "VLM layer 0"
-    assert (tmp_path / "report" / "trace.json").is_file() and 'id="trace"' in (
-        tmp_path / "report" / "index.html"
-    ).read_text()
+    assert (tmp_path / "report" / "trace.json").is_file()
+    assert 'id="trace"' in (tmp_path / "report" / "index.html").read_text()
 
 
 @pytest.mark.slow
@@ -279,9 +297,11 @@ def test_fixed_noise_file_sweep_and_batch_size_one(demo_cache, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["sweep"]["n_batches"] == 2 and summary["sweep"]["seeds"] is None
+    assert summary["sweep"]["n_batches"] == 2
+    assert summary["sweep"]["seeds"] is None
     assert summary["position"]["max"] == 0.0  # the same device and precision, the same batch: bit-identical
-    assert summary["ref"]["noise"]["seed"] == 3 and summary["ref"]["noise_sha256"] == summary["dut"]["noise_sha256"]
+    assert summary["ref"]["noise"]["seed"] == 3
+    assert summary["ref"]["noise_sha256"] == summary["dut"]["noise_sha256"]
 
 
 @pytest.mark.slow
@@ -294,7 +314,9 @@ def test_bad_sweep_input_is_exit_2_and_a_missing_device_exit_3(demo_cache, tmp_p
     ):
         result = sweep(demo_cache, *args, "--out", tmp_path / "out")
         assert result.returncode == 2, (args, result.stderr)
-        assert needle in result.stderr and "Traceback" not in result.stderr
+        assert needle in result.stderr
+        assert "Traceback" not in result.stderr
     missing = sweep(demo_cache, "--dut", "npu", "--out", tmp_path / "out")
-    assert missing.returncode == 3 and "torch_npu" in missing.stderr
+    assert missing.returncode == 3
+    assert "torch_npu" in missing.stderr
     assert not (tmp_path / "out").exists()

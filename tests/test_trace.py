@@ -15,25 +15,22 @@ import pytest
 import torch
 from conftest import run_cli
 
-from verify.errors import InputError
-from verify.run.trace import (
-    X_T_PATH,
-    CountSketch,
-    ModuleRecorder,
-    ReferenceStore,
-    TraceConfig,
-    UnderTestComparator,
-    first_tensor,
-    select_modules,
-    trace_divergence,
-)
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.run.trace.comparator import UnderTestComparator
+from verify_ate.verify.run.trace.config import X_T_PATH, ModuleRule, TraceConfig, select_modules
+from verify_ate.verify.run.trace.divergence import trace_divergence
+from verify_ate.verify.run.trace.hooks import ModuleRecorder, first_tensor
+from verify_ate.verify.run.trace.sketch import CountSketch
+from verify_ate.verify.run.trace.store import ReferenceStore
 
 # ---------------------------------------------------------------- configuration and arithmetic
 
 
 def test_default_configuration_and_bad_files(tmp_path):
     config = TraceConfig.from_file()
-    assert config.relative_tolerance == 1e-2 and config.record_x_t and config.exact_cap_bytes == 512 * 2**20
+    assert config.relative_tolerance == 1e-2
+    assert config.record_x_t
+    assert config.exact_cap_bytes == 512 * 2**20
     assert any("gemma_expert.model.layers.*" in rule.path for rule in config.modules)
     assert TraceConfig.from_file(relative_tolerance=1e-4).relative_tolerance == 1e-4
     bad = tmp_path / "trace.yaml"
@@ -62,13 +59,17 @@ def test_exact_comparison_is_relative_error_and_cosine():
     compare("k", 0, "k", "prefix", torch.ones(4))
     compare("extra", 0, "extra", "step 0", torch.ones(1))
     m, n, k, extra = compare.entries()
-    assert m.relative_error == pytest.approx(0.5 / 5.0) and m.cosine == pytest.approx(
-        (9 + 18) / (5 * math.hypot(3, 4.5))
-    )
-    assert m.max_abs_error == pytest.approx(0.5) and m.method == "exact" and not m.crossed  # 0.1 is not over 0.1
-    assert n.crossed and n.note == "non-finite values"
-    assert k.crossed and "shape" in k.note
-    assert extra.crossed and extra.method == "missing"
+    assert m.relative_error == pytest.approx(0.5 / 5.0)
+    assert m.cosine == pytest.approx((9 + 18) / (5 * math.hypot(3, 4.5)))
+    assert m.max_abs_error == pytest.approx(0.5)
+    assert m.method == "exact"
+    assert not m.crossed
+    assert n.crossed
+    assert n.note == "non-finite values"
+    assert k.crossed
+    assert "shape" in k.note
+    assert extra.crossed
+    assert extra.method == "missing"
 
 
 def test_count_sketch_is_linear_and_keeps_norms_and_angles_roughly(rng):
@@ -85,18 +86,21 @@ def test_count_sketch_is_linear_and_keeps_norms_and_angles_roughly(rng):
     compare = UnderTestComparator(store, tolerance=1.0)
     compare("m", 0, "m", "prefix", b.float())
     entry = compare.entries()[0]
-    assert entry.method == "sketch" and entry.max_abs_error is None and store.exact_bytes == 0
-    assert abs(entry.relative_error / exact - 1) < 0.1 and entry.cosine == pytest.approx(
-        float(a @ b / a.norm() / b.norm()), abs=1e-3
-    )
+    assert entry.method == "sketch"
+    assert entry.max_abs_error is None
+    assert store.exact_bytes == 0
+    assert abs(entry.relative_error / exact - 1) < 0.1
+    assert entry.cosine == pytest.approx(float(a @ b / a.norm() / b.norm()), abs=1e-3)
 
 
 def test_first_tensor_reads_module_outputs():
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     t = torch.ones(2)
-    assert first_tensor(t) is t and first_tensor((None, t)) is t
-    assert first_tensor(BaseModelOutputWithPooling(last_hidden_state=t)) is t and first_tensor(None) is None
+    assert first_tensor(t) is t
+    assert first_tensor((None, t)) is t
+    assert first_tensor(BaseModelOutputWithPooling(last_hidden_state=t)) is t
+    assert first_tensor(None) is None
 
 
 # ---------------------------------------------------------------- hooks on the real pi0
@@ -105,9 +109,9 @@ def test_first_tensor_reads_module_outputs():
 @pytest.fixture(scope="module")
 def tiny(demo_cache, demo_dataset):
     """A tiny random-weight pi0 (built into the session's demo cache), a batch of two frames and two noise rows."""
-    from noise import make_noise
-    from verify.data.observation import load_frames
-    from verify.model.tiny import ensure_tiny_checkpoint
+    from verify_ate.noise import make_noise
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.model.tiny import ensure_tiny_checkpoint
 
     observations = load_frames(demo_dataset, 0, [4, 9])
     checkpoint = ensure_tiny_checkpoint(Path(demo_cache) / "checkpoints", observations.stats, seed=0)
@@ -117,7 +121,7 @@ def tiny(demo_cache, demo_dataset):
 
 @pytest.mark.slow
 def test_hooks_record_every_chosen_output_in_execution_order_without_changing_the_result(tiny):
-    from verify.model.runner import Pi0Runner, stack_frames
+    from verify_ate.verify.model.runner import Pi0Runner, stack_frames
 
     checkpoint, observations, noise = tiny
     config = TraceConfig.from_file()
@@ -138,17 +142,18 @@ def test_hooks_record_every_chosen_output_in_execution_order_without_changing_th
     per_step = 3 + layers + 1 + 1 + 1  # state/action/time projections, expert layers, norm, v_t, x_t
     assert len(seen) == cameras * 2 + layers + 1 + steps * per_step
     paths = [item[0] for item in seen]
-    assert paths[0].endswith("vision_tower") and paths[cameras * 2].endswith("language_model.layers.0")
+    assert paths[0].endswith("vision_tower")
+    assert paths[cameras * 2].endswith("language_model.layers.0")
     phases = [item[3] for item in seen]
     assert phases[: cameras * 2 + layers + 1] == ["prefix"] * (cameras * 2 + layers + 1)
-    assert phases[-1] == f"step {steps - 1}" and paths[-1] == X_T_PATH
+    assert phases[-1] == f"step {steps - 1}"
+    assert paths[-1] == X_T_PATH
     assert all(item[4].shape[0] == 1 for item in seen)  # only row 1 of the batch is kept
     assert torch.equal(seen[-1][4][0, :, :6], chunk[1])
 
 
 def test_a_module_path_that_matches_nothing_is_named():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    from verify.run.trace import ModuleRule
 
     with pytest.raises(InputError, match="'layers.\\*' matches nothing"):
         select_modules(model, (ModuleRule("layers.*", "x"),), "configs/trace.yaml")
@@ -157,7 +162,7 @@ def test_a_module_path_that_matches_nothing_is_named():
 
 @pytest.mark.slow
 def test_sketch_and_dump_modes_agree_with_exact_on_fp32_vs_bf16(tiny, tmp_path):
-    from verify.run.sides import SideConfig
+    from verify_ate.verify.run.sides import SideConfig
 
     checkpoint, observations, noise = tiny
     sides = (SideConfig("cpu", "float32", 0), SideConfig("cpu", "bfloat16", 0))
@@ -172,10 +177,13 @@ def test_sketch_and_dump_modes_agree_with_exact_on_fp32_vs_bf16(tiny, tmp_path):
         checkpoint, observations.frames, noise, 0, sides, observations.stats, base, dump_dir=tmp_path / "dump"
     )
     assert exact.first_divergent.label == "VLM layer 0"  # lerobot keeps the vision path in fp32 under bf16
-    assert exact.memory["mode"] == "exact" and sketched.memory["sketched_entries"] == len(sketched.entries)
+    assert exact.memory["mode"] == "exact"
+    assert sketched.memory["sketched_entries"] == len(sketched.entries)
     for e, s, d in zip(exact.entries, sketched.entries, dumped.entries, strict=True):
         assert (e.label, e.phase) == (s.label, s.phase) == (d.label, d.phase)
-        assert d.method == "dump" and d.relative_error == e.relative_error and d.cosine == e.cosine
+        assert d.method == "dump"
+        assert d.relative_error == e.relative_error
+        assert d.cosine == e.cosine
         if e.relative_error > 1e-4:
             assert abs(s.relative_error / e.relative_error - 1) < 0.25
         else:  # identical outputs (fp32 on both sides) sketch to identical buckets
@@ -185,7 +193,8 @@ def test_sketch_and_dump_modes_agree_with_exact_on_fp32_vs_bf16(tiny, tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(files[0]), framework="pt") as handle:
-        assert handle.metadata()["side"] == "ref" and handle.get_tensor("tensor").shape[0] == 1
+        assert handle.metadata()["side"] == "ref"
+        assert handle.get_tensor("tensor").shape[0] == 1
     assert json.loads((tmp_path / "dump" / "trace.json").read_text())["first_divergent"]["label"] == "VLM layer 0"
 
 
@@ -216,13 +225,16 @@ def test_one_shot_trace_names_the_first_divergent_module_in_json_and_page(demo_c
     assert "trace: first module over relative error 0.001: VLM layer 0" in result.stdout
     summary = json.loads((tmp_path / "s.json").read_text())
     trace = summary["trace"]
-    assert trace["first_divergent"]["label"] == "VLM layer 0" and trace["reproduced"] == {"ref": True, "dut": True}
-    assert trace["memory"]["mode"] == "dump" and summary["position"]["rmse"] > 0
+    assert trace["first_divergent"]["label"] == "VLM layer 0"
+    assert trace["reproduced"] == {"ref": True, "dut": True}
+    assert trace["memory"]["mode"] == "dump"
+    assert summary["position"]["rmse"] > 0
     full = json.loads((tmp_path / "out" / "trace.json").read_text())
-    assert len(full["entries"]) == full["n_entries"] and len(full["steps"]) == 10
+    assert len(full["entries"]) == full["n_entries"]
+    assert len(full["steps"]) == 10
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["trace"]["file"] == "trace.json"
     page = (tmp_path / "out" / "index.html").read_text()
-    assert (
-        'id="trace"' in page and "trace_relative_error.png" in page and (tmp_path / "out" / "trace_steps.png").is_file()
-    )
+    assert 'id="trace"' in page
+    assert "trace_relative_error.png" in page
+    assert (tmp_path / "out" / "trace_steps.png").is_file()
     assert list((tmp_path / "dump" / "dut").glob("*.safetensors"))

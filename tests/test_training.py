@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("lerobot")
 
-from verify.data.demo_dataset import load_demo_profile, profile_cache_key
-from verify.model.training import (
+from verify_ate.verify.data.demo_dataset import load_demo_profile, profile_cache_key
+from verify_ate.verify.model.training import (
     COMMITTED_POLICY,
     TRAINING_FILE,
     load_recipe,
@@ -30,9 +30,9 @@ TRACKING_BOUND_M = 0.02  # the acceptance figure: mean TCP distance to the recor
 @pytest.fixture(scope="module")
 def demo_batch(demo_dataset):
     """The demo dataset's 120 frames through the tiny pi0's pre-processor, and the statistics it used."""
-    from verify.data.observation import load_chunk_frames, load_frames
-    from verify.model.processors import make_processors
-    from verify.model.tiny import build_byte_tokenizer, build_tiny_policy, load_tiny_profile
+    from verify_ate.verify.data.observation import load_chunk_frames, load_frames
+    from verify_ate.verify.model.processors import make_processors
+    from verify_ate.verify.model.tiny import build_byte_tokenizer, build_tiny_policy, load_tiny_profile
 
     stats = load_frames(demo_dataset, 0, [0]).stats
     config = build_tiny_policy(load_tiny_profile(), seed=0).config
@@ -42,7 +42,7 @@ def demo_batch(demo_dataset):
 
 
 def _trained(batch, recipe):
-    from verify.model.tiny import build_tiny_policy, load_tiny_profile
+    from verify_ate.verify.model.tiny import build_tiny_policy, load_tiny_profile
 
     policy = build_tiny_policy(load_tiny_profile(), seed=recipe.seed)
     return policy, train_policy(policy, batch, recipe)
@@ -51,7 +51,8 @@ def _trained(batch, recipe):
 def test_the_frames_carry_lerobots_action_chunk_and_padding(demo_batch):
     assert demo_batch["action"].shape == (120, 50, 6)
     # Frame 59 is the last of episode 0: its first action is recorded, the other 49 are lerobot's padding.
-    assert demo_batch["action_is_pad"][59].sum() == 49 and not demo_batch["action_is_pad"][0].any()
+    assert demo_batch["action_is_pad"][59].sum() == 49
+    assert not demo_batch["action_is_pad"][0].any()
 
 
 def test_two_trainings_of_one_recipe_give_byte_identical_weights(demo_batch):
@@ -70,13 +71,13 @@ def test_two_trainings_of_one_recipe_give_byte_identical_weights(demo_batch):
 
 
 def _untrained_state():
-    from verify.model.tiny import build_tiny_policy, load_tiny_profile
+    from verify_ate.verify.model.tiny import build_tiny_policy, load_tiny_profile
 
     return build_tiny_policy(load_tiny_profile(), seed=load_recipe().seed).state_dict()
 
 
 def test_training_lowers_the_flow_matching_loss(demo_batch):
-    from verify.model.tiny import build_tiny_policy, load_tiny_profile
+    from verify_ate.verify.model.tiny import build_tiny_policy, load_tiny_profile
 
     recipe = replace(load_recipe(), steps=60, warmup_steps=5)
     before = _loss_on_every_frame(build_tiny_policy(load_tiny_profile(), seed=recipe.seed), demo_batch)
@@ -99,8 +100,8 @@ def _loss_on_every_frame(policy, batch) -> float:
 def test_the_committed_policy_was_trained_on_this_dataset_with_this_recipe():
     """A changed dataset profile, recipe, tiny profile or library version without a regenerated
     demo_policy/ fails here (the demo then trains a copy on first use): run scripts/train_demo_policy.py."""
-    from verify.model.runner import Pi0Runner
-    from verify.model.tiny import load_tiny_profile
+    from verify_ate.verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.tiny import load_tiny_profile
 
     expected = training_identity(profile_cache_key(load_demo_profile()), load_recipe(), load_tiny_profile())
     assert stored_identity(COMMITTED_POLICY) == expected
@@ -110,12 +111,13 @@ def test_the_committed_policy_was_trained_on_this_dataset_with_this_recipe():
     assert (COMMITTED_POLICY / "loss_curve.png").stat().st_size > 0
     assert sum(path.stat().st_size for path in COMMITTED_POLICY.iterdir()) <= 2_000_000
     with Pi0Runner(COMMITTED_POLICY) as runner:
-        assert runner.processor_source == "checkpoint" and runner.expected_noise_shape == (1, 50, 32)
+        assert runner.processor_source == "checkpoint"
+        assert runner.expected_noise_shape == (1, 50, 32)
 
 
 def test_the_committed_policy_follows_the_recorded_motion(demo_dataset):
-    from kinematics import load_robot
-    from verify.run.inputs import demo_tracking_error
+    from verify_ate.kinematics import load_robot
+    from verify_ate.verify.run.inputs import demo_tracking_error
 
     tracking = demo_tracking_error(COMMITTED_POLICY, demo_dataset, load_robot(load_demo_profile().robot))
     assert tracking["frames"] == 120

@@ -1,8 +1,5 @@
-"""The YAML files in configs/ (thresholds, profiles, trace): where they live and how one is read.
-
-configs/ sits beside the code packages both in a checkout and in an installed copy (pyproject.toml
-ships it as package data), so one path serves both.
-"""
+"""How one YAML file of configs/ (thresholds, profiles, trace) is read; where they live is
+`verify_ate.CONFIGS_DIR`, the one path a checkout and an installed copy share."""
 
 from __future__ import annotations
 
@@ -11,9 +8,10 @@ from typing import Any
 
 import yaml
 
-from verify.errors import InputError
+from verify_ate import CONFIGS_DIR
+from verify_ate.verify.errors import InputError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+__all__ = ["CONFIGS_DIR", "read_yaml"]
 
 
 def read_yaml(path: str | Path, what: str) -> Any:

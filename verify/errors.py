@@ -1,4 +1,9 @@
-"""Errors the command line turns into its documented exit codes (README.md, "Command line")."""
+"""The documented exit codes, the errors behind them, and the one map from an error to its code.
+
+0 pass; 1 gate failed; 2 bad usage, config or input file (also an output that cannot be written);
+3 device or runtime unavailable (also a crash, which must never read as "gate failed"); 130 / 143
+interrupted by SIGINT / SIGTERM.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ EXIT_PASS = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class InputError(ValueError):
@@ -14,3 +21,26 @@ class InputError(ValueError):
 
 class DeviceUnavailableError(RuntimeError):
     """A device or runtime that is not there (no torch_npu, no CUDA, index out of range): exit 3."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so that every cleanup path runs for both."""
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """The error types that mean a bad input (exit 2): this package's and those of the packages below it."""
+    from verify_ate.kinematics import RobotConfigError
+    from verify_ate.noise import NoiseFileError
+
+    return (InputError, RobotConfigError, NoiseFileError)
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code of a run that ended with `error`."""
+    if isinstance(error, Terminated):
+        return EXIT_TERMINATED
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, input_errors()) or isinstance(error, OSError):  # a file that cannot be read or written
+        return EXIT_BAD_INPUT
+    return EXIT_UNAVAILABLE

@@ -18,18 +18,19 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
-from noise import FixedNoise, save_noise
-from reports.atomic import atomic_folder, atomic_path, write_text
-from reports.data import ReportArrays, SweepArrays, WorstFrame
-from reports.summary_files import write_json, write_junit, write_markdown
-from verify.compare.artifact import save_artifact
-from verify.compare.comparator import ComparisonResult
-from verify.compare.metrics import STATISTICS
-from verify.errors import InputError
+from verify_ate.noise import FixedNoise, save_noise
+from verify_ate.reports.atomic import atomic_folder, atomic_path, write_text
+from verify_ate.reports.data import ReportArrays, SweepArrays, WorstFrame
+from verify_ate.reports.summary_files import write_json, write_junit, write_markdown
+from verify_ate.verify.compare.artifact import save_artifact
+from verify_ate.verify.compare.comparator import ComparisonResult
+from verify_ate.verify.compare.gate import CALIBRATED_KINDS
+from verify_ate.verify.compare.metrics import STATISTICS
+from verify_ate.verify.errors import InputError
 
 if TYPE_CHECKING:
-    from verify.run.sweep import FrameTable, SweepOutcome
-    from verify.run.trace import TraceResult
+    from verify_ate.verify.run.sweep import FrameTable, SweepOutcome
+    from verify_ate.verify.run.trace.result import TraceResult
 
 ROWS_CSV = "frames.csv"
 ROWS_PARQUET = "frames.parquet"
@@ -67,7 +68,7 @@ class OutputPaths:
 def check_output_folder(path: Path) -> None:
     """A report folder can be put at `path`: not an existing file, in a writable place (InputError)."""
     if path.exists() and not path.is_dir():
-        raise InputError(f"{path}: exists and is not a folder; --out needs a folder for the report")
+        raise InputError(f"{path}: exists and is not a folder; a report needs a folder")
     _check_writable(path)
 
 
@@ -103,7 +104,7 @@ def publish(
     and frames.parquet. trace: adds trace.json and the trace section. save_artifacts: ref.npz and
     dut.npz in the report folder, to re-compare (the commands that ran the model); noise: saved
     beside them, to re-run. worst_count: worst frames listed and plotted for a sweep. recorded: the
-    dataset's actions from the compared frame on (verify.data.observation.RecordedChunk), drawn beside
+    dataset's actions from the compared frame on (verify_ate.verify.data.observation.RecordedChunk), drawn beside
     the predicted paths, with each side's distance from it in the summary.
     """
     stream = stream or sys.stdout
@@ -119,6 +120,7 @@ def publish(
         if outputs.out_dir is not None:
             summary["trace"]["file"] = TRACE_JSON
     lines = verdict_lines(summary, trace, sweep is not None)
+    lines += output_lines(outputs)
     try:
         # Everything is staged first and put in place together at the end: an error or an interruption
         # leaves none of the requested files (and an existing report folder as it was).
@@ -128,7 +130,6 @@ def publish(
                 _write_report_folder(
                     staging, summary, result, sweep, worst_count, trace, save_artifacts, noise, recorded
                 )
-                lines.append(f"report: {Path(outputs.out_dir) / 'index.html'}")
             if outputs.json_path is not None:
                 write_json(summary, stack.enter_context(atomic_path(outputs.json_path)))
             if outputs.junit_path is not None:
@@ -153,7 +154,7 @@ def _write_report_folder(
     recorded=None,
 ) -> Path:
     """summary.json/md, junit.xml, the artifacts (and rows, trace.json), then the plots, index.html last."""
-    from reports.html import render_report  # matplotlib is imported only when a report is asked for
+    from verify_ate.reports.html import render_report  # matplotlib is imported only when a report is asked for
 
     write_json(summary, out_dir / "summary.json")
     write_markdown(summary, out_dir / "summary.md", STATISTICS)
@@ -186,15 +187,19 @@ def verdict_lines(summary: dict, trace: TraceResult | None = None, is_sweep: boo
     gate = summary.get("gate") or {}
     calibrated = gate.get("calibrated")
     for check in summary["checks"]:
-        seed_label = " (seed bounds)" if calibrated and _calibrated_bound(check) else ""
-        lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']}{seed_label}")
+        fixed_label = " (fixed bounds)" if calibrated and _calibrated_bound(check) else ""
+        lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']}{fixed_label}")
     if calibrated:
-        decides = "decides the exit code" if gate["decides"] == "calibrated" else "reported; the seed's bounds decide"
+        decides = (
+            "decides the exit code" if gate["deciding_gate"] == "calibrated" else "reported; the fixed bounds decide"
+        )
         lines.append(f"  calibrated gate: {'PASS' if calibrated['pass'] else 'FAIL'} ({decides})")
         for check in filter(_calibrated_bound, calibrated["checks"]):
             lines.append(f"  [{'ok' if check['pass'] else 'FAIL'}] {check['message']} (calibrated)")
         for difference in calibrated.get("differences", []):
             lines.append(f"  note: the calibration was {difference}")
+    for notice in summary.get("notices", []):
+        lines.append(f"  {notice_line(notice)}")
     recorded = summary.get("recorded")
     if recorded:
         lines.append(
@@ -209,10 +214,31 @@ def verdict_lines(summary: dict, trace: TraceResult | None = None, is_sweep: boo
     return lines
 
 
+def notice_line(notice: dict) -> str:
+    """A notice of the summary as printed: what to do about it where there is something to do."""
+    if notice["kind"] == "forced":
+        return notice["text"]
+    if notice["kind"] == "uncalibrated":
+        return (
+            f"note: {notice['text']}; measure its own noise floor with --calibrate (or reuse one with --calibration "
+            "FILE)"
+        )
+    return f"note: {notice['text']}"
+
+
+def output_lines(outputs: OutputPaths) -> list[str]:
+    """Where the results went, or that no report was written and how to get one."""
+    if outputs.out_dir is not None:
+        return [f"report: {Path(outputs.out_dir) / 'index.html'}"]
+    written = [str(path) for path in (outputs.json_path, outputs.junit_path) if path is not None]
+    wrote = f"wrote {', '.join(written)}; " if written else ""
+    return [f"{wrote}no report written: add --out DIR for the HTML report, plots and CI files"]
+
+
 def _calibrated_bound(check: dict) -> bool:
     """Whether a calibration sets this check's bound (position and orientation, pooled or per frame);
     the finite, cosine and joint checks are the same in both gates."""
-    return "position" in check["name"] or "orientation" in check["name"]
+    return check["kind"] in CALIBRATED_KINDS
 
 
 def _rewrites(meta: dict) -> str:
@@ -231,7 +257,7 @@ def _sweep_line(sweep: dict) -> str:
     seeds = " with one fixed noise" if not n_seeds else f" x {n_seeds} seed{'s' if n_seeds != 1 else ''}"
     return (
         f"  sweep: {sweep['n_frames']} frames{seeds} = {sweep['n_units']} chunks in {sweep['n_batches']} batches of "
-        f"<= {sweep['batch_size']}, {sweep['world_size']} rank(s); {sweep['frames_failed']} chunk(s) fail on their own "
+        f"<= {sweep['batch_size']}, {sweep['world_size']} rank(s); {sweep['chunks_failed']} chunk(s) fail on their own "
         f"{sweep['unit_statistic']}"
     )
 
@@ -262,7 +288,7 @@ def report_arrays(result: ComparisonResult, recorded=None) -> ReportArrays:
 
 def sweep_report_data(outcome: SweepOutcome, worst_count: int) -> SweepArrays:
     """The sweep's arrays for the report: the standard plots draw the worst chunks first."""
-    from verify.run.sweep import unit_name
+    from verify_ate.verify.run.sweep import unit_name
 
     full = report_arrays(outcome.result)
     table = outcome.table
@@ -310,7 +336,7 @@ def sweep_report_data(outcome: SweepOutcome, worst_count: int) -> SweepArrays:
 
 def write_rows(table: FrameTable, csv_path: Path | None = None, parquet_path: Path | None = None) -> None:
     """The per-frame table as CSV and Parquet (each written atomically). Metres and radians."""
-    from verify.run.sweep import ROW_COLUMNS
+    from verify_ate.verify.run.sweep import ROW_COLUMNS
 
     rows = table.rows()
     if csv_path is not None:

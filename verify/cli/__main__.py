@@ -1,7 +1,7 @@
-"""`python -m verify.cli` (also what torchrun starts): the same command line as `verify-ate`."""
+"""`python -m verify_ate.verify.cli` (also what torchrun starts): the same command line as `verify-ate`."""
 
 import sys
 
-from verify.cli import main
+from verify_ate.verify.cli import main
 
 sys.exit(main())

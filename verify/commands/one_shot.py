@@ -7,16 +7,19 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kinematics import RobotModel
-from verify.compare.artifact import save_artifact
-from verify.compare.comparator import compare
-from verify.compare.gate import GateConfig
-from verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
-from verify.progress import Progress
-from verify.publish import OutputPaths, check_output_file, publish
-from verify.run.inputs import ModelSource, prepare_inputs
-from verify.run.sides import SideConfig, run_side
-from verify.run.trace import TraceRequest, trace_one_frame
+from verify_ate.kinematics import RobotModel
+from verify_ate.verify.compare.artifact import save_artifact
+from verify_ate.verify.compare.comparator import compare
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.errors import EXIT_GATE_FAILED, EXIT_PASS
+from verify_ate.verify.progress import Progress
+from verify_ate.verify.publish import OutputPaths, check_output_file, publish
+from verify_ate.verify.run.inputs import ModelSource, prepare_inputs, prepare_inputs_steps
+from verify_ate.verify.run.sides import SideConfig, run_side, run_side_steps
+from verify_ate.verify.run.trace.config import TraceRequest
+
+COMPARE_STEPS = 1
+PUBLISH_STEPS = 1
 
 
 @dataclass(frozen=True)
@@ -41,16 +44,23 @@ def run_one_shot(
 ) -> int:
     """Reference then device under test on the same inputs, compared and published; returns the exit code.
     calibrate: also measure the reference's noise floor on these inputs and judge the calibrated gate."""
-    from verify.model.devices import resolve_device
+    from verify_ate.verify.model.devices import resolve_device
+    from verify_ate.verify.run import calibrate as calibration
 
     for side in sides:  # exit 3 before anything is loaded or written
         resolve_device(side.device)
-    if source.demo:
+    if source.note:
         print(source.note, file=sys.stderr)
     reference_side, under_test_side = sides
-    steps_per_side = 3 if reference_side.iters > 0 else 2
     verdict = io.StringIO()  # printed after the progress display has closed
-    total = (2 if source.demo else 1) + 2 * steps_per_side + 2 + (2 if calibrate else 0)
+    total = (
+        prepare_inputs_steps(source)
+        + run_side_steps(reference_side)
+        + run_side_steps(under_test_side)
+        + (calibration.STEPS if calibrate else 0)
+        + COMPARE_STEPS
+        + PUBLISH_STEPS
+    )
     with Progress(total=total, quiet=quiet) as progress:
         inputs = prepare_inputs(
             source, robot, selection.episode, selection.frame, selection.noise, progress, reference_side.device
@@ -60,17 +70,18 @@ def run_one_shot(
             inputs = replace(inputs, noise=noise)
         under_test, _ = run_side(under_test_side, inputs, progress)
         if calibrate:
-            from verify.run.calibrate import measure_calibration
-
-            gate = replace(gate, calibration=measure_calibration(reference_side, inputs, noise, gate, progress))
+            measured = calibration.measure_calibration(reference_side, inputs, noise, gate, progress)
+            gate = replace(gate, calibration=measured)
         progress.step("comparing")
         result = compare(reference, under_test, robot, gate)
         traced = None
         if trace.wanted(result.passed):
+            from verify_ate.verify.run.trace.divergence import trace_one_frame
+
             name = f"episode {selection.episode} frame {selection.frame}"
             traced = trace_one_frame(trace, sides, inputs, noise, result, name, progress)
         progress.step("writing the report" if outputs.out_dir else "writing results")
-        from verify.data.observation import recorded_action_chunk
+        from verify_ate.verify.data.observation import recorded_action_chunk
 
         horizon = int(result.reference.actions.shape[1])
         dataset = inputs.observations.description["dataset"]
@@ -84,15 +95,13 @@ def run_one_side(
     side: SideConfig, source: ModelSource, selection: FrameSelection, robot: RobotModel, save: Path, quiet: bool = False
 ) -> int:
     """One side only, saved as a trajectory artifact (the two-machine workflow); returns the exit code."""
-    from verify.model.devices import resolve_device
+    from verify_ate.verify.model.devices import resolve_device
 
-    if save.suffix != ".npz":
-        raise InputError(f"{save}: --save writes a .npz trajectory artifact")
     check_output_file(save)
     resolve_device(side.device)
-    if source.demo:
+    if source.note:
         print(source.note, file=sys.stderr)
-    with Progress(total=(2 if source.demo else 1) + (3 if side.iters > 0 else 2), quiet=quiet) as progress:
+    with Progress(total=prepare_inputs_steps(source) + run_side_steps(side), quiet=quiet) as progress:
         inputs = prepare_inputs(
             source, robot, selection.episode, selection.frame, selection.noise, progress, side.device
         )

@@ -5,19 +5,19 @@ from __future__ import annotations
 import contextlib
 import sys
 from dataclasses import replace
-from pathlib import Path
 
-from kinematics import RobotModel
-from reports.atomic import atomic_folder, atomic_path
-from reports.summary_files import write_json
-from verify.commands.one_shot import FrameSelection
-from verify.compare.gate import GateConfig
-from verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
-from verify.progress import Progress
-from verify.publish import CALIBRATION_JSON, OutputPaths
-from verify.run.inputs import ModelSource, prepare_inputs
-from verify.run.selftest import FAULT, VARIANT, SelftestConfig, SelftestHarness
-from verify.run.sides import SideConfig, default_noise
+from verify_ate.kinematics import RobotModel
+from verify_ate.reports.atomic import atomic_folder, atomic_path
+from verify_ate.reports.summary_files import write_json
+from verify_ate.verify.commands.one_shot import FrameSelection
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
+from verify_ate.verify.model.rewrites import FAULT, VARIANT
+from verify_ate.verify.progress import Progress
+from verify_ate.verify.publish import CALIBRATION_JSON, OutputPaths, output_lines
+from verify_ate.verify.run.inputs import ModelSource, prepare_inputs, prepare_inputs_steps
+from verify_ate.verify.run.selftest import SelftestConfig, SelftestHarness, sensitivity_steps
+from verify_ate.verify.run.sides import LOAD_STEPS, SideConfig, default_noise, load_runner
 
 
 def run_selftest(
@@ -31,34 +31,42 @@ def run_selftest(
     sensitivity: bool = False,
     quiet: bool = False,
 ) -> int:
-    """Every case in `cases` (variants, faults) on `side` against `side` unmodified; returns the exit code:
-    0 when every variant passes the calibrated gate and every fault fails it where it was injected."""
-    from verify.model.devices import resolve_device
-    from verify.model.rewrites import CATALOGUE
-    from verify.model.runner import noise_shape_of
+    """Every case in `cases` (variants, faults) on `side` against `side` unmodified, all on one loaded model;
+    returns the exit code: 0 when every variant passes the calibrated gate and every fault fails it where it
+    was injected."""
+    from verify_ate.verify.model.devices import resolve_device
+    from verify_ate.verify.model.rewrites import CATALOGUE
+    from verify_ate.verify.run import calibrate
 
     resolve_device(side.device)
     if side.variants or side.faults:
-        raise InputError("selftest applies each variant and fault itself; drop --variant/--inject")
+        raise InputError("selftest applies each variant and fault itself; no variant or fault may be given")
     config = SelftestConfig.from_file()
-    if source.demo:
+    if source.note:
         print(source.note, file=sys.stderr)
-    variants, faults = cases
-    total = 4 + len(variants) + len(faults) + (len(config.modules) * len(config.scales) if sensitivity else 0)
+    rewrites = [CATALOGUE[name] for group in cases for name in group]
+    total = (
+        prepare_inputs_steps(source)
+        + LOAD_STEPS
+        + (calibrate.STEPS if gate.calibration is None else 0)
+        + SelftestHarness.REFERENCE_STEPS
+        + SelftestHarness.CASE_STEPS * len(rewrites)
+        + (sensitivity_steps(config) if sensitivity else 0)
+    )
     with Progress(total=total, quiet=quiet) as progress:
         inputs = prepare_inputs(
             source, robot, selection.episode, selection.frame, selection.noise, progress, side.device
         )
-        noise = inputs.noise or default_noise(noise_shape_of(inputs.checkpoint, side.num_inference_steps))
-        if gate.calibration is None:
-            from verify.run.calibrate import measure_calibration
-
-            gate = replace(gate, calibration=measure_calibration(side, inputs, noise, gate, progress))
-        gate = replace(gate, mode="both")
-        harness = SelftestHarness(side, inputs, gate, config, noise, progress)
-        results = [harness.case(name, VARIANT, CATALOGUE[name].summary, None) for name in variants]
-        results += [harness.case(name, FAULT, CATALOGUE[name].summary, CATALOGUE[name].first_module) for name in faults]
-        rows = harness.sensitivity() if sensitivity else []
+        progress.step(f"loading pi0 on {side.label}")
+        with load_runner(side, inputs.checkpoint, inputs.observations.stats, progress=progress) as runner:
+            noise = inputs.noise or default_noise(runner.expected_noise_shape)
+            if gate.calibration is None:
+                calibration = calibrate.measure_calibration(side, inputs, noise, gate, progress, runner=runner)
+                gate = replace(gate, calibration=calibration)
+            gate = replace(gate, mode="both")
+            harness = SelftestHarness(runner, side, inputs, gate, config, noise, progress)
+            results = [harness.case(rewrite) for rewrite in rewrites]
+            rows = harness.sensitivity() if sensitivity else []
     document = selftest_document(side, inputs, gate, results, rows)
     for line in table_lines(document):
         print(line)
@@ -70,7 +78,7 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
     calibrated = gate.calibrated()
     assert calibrated is not None and gate.calibration is not None
     failing = [case.name for case in results if not case.ok]
-    missed = [case.name for case in results if case.seed_misses]
+    missed = [case.name for case in results if case.fixed_misses]
     passed = not failing
     variants, faults = (sum(case.kind == kind for case in results) for kind in (VARIANT, FAULT))
     headline = (
@@ -80,7 +88,7 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
         else f"not as expected: {', '.join(failing)}"
     )
     if missed:
-        headline += f"; the seed's fixed bounds miss {', '.join(missed)}"
+        headline += f"; the fixed bounds miss {', '.join(missed)}"
     description = inputs.observations.description
     return {
         "pass": passed,
@@ -90,9 +98,14 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
         "observation": f"{description.get('dataset')} episode {description.get('episode')} frame "
         f"{description.get('frames')}",
         "stat": gate.statistic,
-        "bounds": {
-            "position_m": {"seed": gate.position_tolerance_m, "calibrated": calibrated.position_tolerance_m},
+        "bounds": {  # "seed": the fixed bounds' name of one release ago (CHANGELOG)
+            "position_m": {
+                "fixed": gate.position_tolerance_m,
+                "seed": gate.position_tolerance_m,
+                "calibrated": calibrated.position_tolerance_m,
+            },
             "orientation_rad": {
+                "fixed": gate.orientation_tolerance_rad,
                 "seed": gate.orientation_tolerance_rad,
                 "calibrated": calibrated.orientation_tolerance_rad,
             },
@@ -103,7 +116,8 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
         ],
         "calibration": gate.calibration.as_dict(),
         "cases": [case.as_dict() for case in results],
-        "seed_misses": missed,
+        "fixed_misses": missed,
+        "seed_misses": missed,  # the old name, kept for one release (CHANGELOG)
         "not_as_expected": failing,
         "sensitivity": [row.as_dict() for row in rows] or None,
     }
@@ -118,36 +132,36 @@ def table_lines(document: dict) -> list[str]:
     stat = document["stat"]
     lines = [
         f"{'PASS' if document['pass'] else 'FAIL'}  selftest on {document['reference']}: {document['headline']}",
-        f"  bounds ({stat}): seed {document['bounds']['position_m']['seed']:g} m / "
-        f"{document['bounds']['orientation_rad']['seed']:g} rad; calibrated "
+        f"  bounds ({stat}): fixed {document['bounds']['position_m']['fixed']:g} m / "
+        f"{document['bounds']['orientation_rad']['fixed']:g} rad; calibrated "
         f"{document['bounds']['position_m']['calibrated']:.3g} m / "
         f"{document['bounds']['orientation_rad']['calibrated']:.3g} rad",
-        f"  {'name':20s} {'kind':8s} {'seed':5s} {'calib':5s} {'position m':>11s} {'orient rad':>11s}  "
+        f"  {'name':20s} {'kind':8s} {'fixed':6s} {'calib':5s} {'position m':>11s} {'orient rad':>11s}  "
         f"{'first diverging module':26s} outcome",
     ]
     for case in document["cases"]:
         first = case["first_module"] or ("exact" if case["exact"] else "-")
         outcome = case["outcome"]
-        seed = ("pass" if case["seed_pass"] else "FAIL") + ("*" if case["seed_misses"] else "")
+        fixed = ("pass" if case["fixed_pass"] else "FAIL") + ("*" if case["fixed_misses"] else "")
         lines.append(
-            f"  {case['name']:20s} {case['kind']:8s} {seed:5s} {'pass' if case['calibrated_pass'] else 'FAIL':5s} "
+            f"  {case['name']:20s} {case['kind']:8s} {fixed:6s} {'pass' if case['calibrated_pass'] else 'FAIL':5s} "
             f"{case['position']:11.3g} {case['orientation']:11.3g}  {first:26s} {outcome}"
         )
-    if document["seed_misses"]:
-        lines.append("  * a fault the seed's fixed bounds let through")
+    if document["fixed_misses"]:
+        lines.append("  * a fault the fixed bounds let through: missed by them")
     for row in document["sensitivity"] or []:
-        seed, calibrated = (
+        fixed, calibrated = (
             "none" if value is None else f"{value:g}"
-            for value in (row["smallest_failing_seed"], row["smallest_failing_calibrated"])
+            for value in (row["smallest_failing_scale_fixed"], row["smallest_failing_scale_calibrated"])
         )
         lines.append(
-            f"  sensitivity {row['label']:28s} smallest failing perturbation: seed {seed}, calibrated {calibrated}"
+            f"  sensitivity {row['label']:28s} smallest failing perturbation: fixed {fixed}, calibrated {calibrated}"
         )
     return lines
 
 
 def _write(outputs: OutputPaths, document: dict, gate: GateConfig) -> None:
-    from reports.selftest_report import render_selftest, write_selftest_junit
+    from verify_ate.reports.selftest_report import render_selftest, write_selftest_junit
 
     with contextlib.ExitStack() as stack:
         if outputs.out_dir is not None:
@@ -161,5 +175,5 @@ def _write(outputs: OutputPaths, document: dict, gate: GateConfig) -> None:
             write_json(document, stack.enter_context(atomic_path(outputs.json_path)))
         if outputs.junit_path is not None:
             write_selftest_junit(document, stack.enter_context(atomic_path(outputs.junit_path)))
-    if outputs.out_dir is not None:
-        print(f"report: {Path(outputs.out_dir) / 'index.html'}")
+    for line in output_lines(outputs):
+        print(line)

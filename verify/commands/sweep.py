@@ -10,16 +10,17 @@ import io
 import sys
 from dataclasses import dataclass
 
-from kinematics import RobotModel
-from verify.compare.gate import GateConfig
-from verify.errors import EXIT_GATE_FAILED, EXIT_PASS
-from verify.progress import Progress
-from verify.publish import OutputPaths, publish
-from verify.run.inputs import ModelSource
-from verify.run.plan import SweepSelection, plan_sweep
-from verify.run.sides import SideConfig, check_cameras, dataset_action_names
-from verify.run.sweep import SweepRequest, run_sweep, trace_worst_unit
-from verify.run.trace import TraceRequest
+from verify_ate.kinematics import RobotModel
+from verify_ate.verify.commands.one_shot import COMPARE_STEPS, PUBLISH_STEPS
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.errors import EXIT_GATE_FAILED, EXIT_PASS
+from verify_ate.verify.progress import Progress
+from verify_ate.verify.publish import OutputPaths, publish
+from verify_ate.verify.run.inputs import DATASET_STEPS, ModelSource
+from verify_ate.verify.run.plan import SweepSelection, plan_sweep
+from verify_ate.verify.run.sides import SideConfig, check_cameras, dataset_action_names
+from verify_ate.verify.run.sweep import SweepRequest, run_sweep, side_pass_steps, trace_worst_unit
+from verify_ate.verify.run.trace.config import TraceRequest
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def run_sweep_command(
     quiet: bool = False,
 ) -> int:
     """The whole sweep on this rank (or alone); returns the exit code every rank agrees on."""
-    from verify.run.distributed import start_group
+    from verify_ate.verify.run.distributed import start_group
 
     group = start_group([side.device for side in sides])
     try:
@@ -67,7 +68,7 @@ def _sweep(sides, source, selection, robot, gate, outputs, trace, report, quiet,
                     error = caught
             group.agree(error)
         assert request is not None
-        progress.total = (2 if source.demo else 1) + _side_steps(request, group) * 2 + 2  # + comparing, writing
+        progress.total = prepare_sweep_steps(source) + _passes_steps(request, group) + COMPARE_STEPS + PUBLISH_STEPS
         outcome = run_sweep(request, group, progress)
         code, error = EXIT_PASS, None
         if group.is_main:
@@ -92,12 +93,17 @@ def _sweep(sides, source, selection, robot, gate, outputs, trace, report, quiet,
     return code
 
 
-def _side_steps(request: SweepRequest, group) -> int:
-    from verify.run.distributed import batches_of_rank
+def _passes_steps(request: SweepRequest, group) -> int:
+    """Progress steps of both passes on this rank (`run_passes`)."""
+    from verify_ate.verify.run.distributed import batches_of_rank
 
     mine = len(batches_of_rank(len(request.plan.batches), group.rank, group.world_size))
-    timed = request.sides[0].iters > 0 and group.is_main
-    return 1 + mine + (1 if timed else 0)
+    return sum(side_pass_steps(side, mine, group.is_main) for side in request.sides)
+
+
+def prepare_sweep_steps(source: ModelSource) -> int:
+    """Progress steps `prepare_sweep` takes."""
+    return DATASET_STEPS + 1 + source.checkpoint_steps
 
 
 def prepare_sweep(
@@ -111,18 +117,17 @@ def prepare_sweep(
     progress,
 ) -> SweepRequest:
     """Everything both passes share, checked before any model loads (exit 2/3 early)."""
-    from verify.data.observation import load_frames
-    from verify.model.devices import resolve_device
-    from verify.run.distributed import rank_device
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.model.devices import resolve_device
+    from verify_ate.verify.run.distributed import rank_device
 
     for side in sides:
         resolve_device(rank_device(side.device, group.local_rank, group.world_size))
     noise = selection.noise_source()
-    if source.demo and group.is_main:
+    if source.note and group.is_main:
         print(source.note, file=sys.stderr)
     dataset = source.dataset_folder(progress)
-    if not source.demo:
-        progress.step(f"planning the sweep over {dataset}")
+    progress.step(f"planning the sweep over {dataset}")
     plan = plan_sweep(
         dataset,
         None if selection.episodes is None else list(selection.episodes),
@@ -144,7 +149,7 @@ def prepare_sweep(
     return SweepRequest(
         checkpoint,
         plan,
-        source.checkpoint_sha256(checkpoint),
+        source.cache.checkpoint_sha256(checkpoint),
         sides,
         noise,
         robot,

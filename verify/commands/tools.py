@@ -7,38 +7,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from kinematics import RobotModel
-from verify.compare.gate import GateConfig
-from verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
-from verify.publish import OutputPaths, publish
+from verify_ate.kinematics import RobotModel
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
+from verify_ate.verify.publish import OutputPaths, publish
 
 
-def compare_artifacts(
-    reference: Path,
-    under_test: Path,
-    units: str | None,
-    robot: RobotModel,
-    gate: GateConfig,
-    outputs: OutputPaths,
-    force: bool = False,
-) -> int:
-    """Gate two trajectory artifacts (or bare .npy arrays in `units`); returns the exit code."""
-    from verify.compare.artifact import load_artifact
-    from verify.compare.comparator import compare
+def compare_artifacts(artifacts: Any, robot: RobotModel, gate: GateConfig, outputs: OutputPaths) -> int:
+    """Gate two trajectory artifacts (or bare .npy arrays in their units); returns the exit code.
 
-    reference_artifact = load_artifact(reference, units, robot.name, robot.dataset_joint_names)
-    under_test_artifact = load_artifact(under_test, units, robot.name, robot.dataset_joint_names)
-    result = compare(reference_artifact, under_test_artifact, robot, gate, force=force)
+    artifacts: the two paths, the units of bare arrays, and the inputs allowed to differ
+    (verify_ate.verify.cli.args.ComparedArtifacts)."""
+    from verify_ate.verify.compare.artifact import load_artifact
+    from verify_ate.verify.compare.comparator import compare
+
+    names = robot.dataset_joint_names
+    reference_artifact = load_artifact(artifacts.reference, artifacts.units, robot.name, names)
+    under_test_artifact = load_artifact(artifacts.under_test, artifacts.units, robot.name, names)
+    result = compare(reference_artifact, under_test_artifact, robot, gate, accept=artifacts.accept)
     publish(result, outputs)
     return EXIT_PASS if result.passed else EXIT_GATE_FAILED
 
 
 def make_noise_file(seed: int, shape: tuple[int, ...], out: Path) -> int:
-    from noise import make_noise, save_noise
+    from verify_ate.noise import make_noise, save_noise
 
-    if seed < 0:
-        raise InputError(f"--seed must be >= 0, got {seed}")
     noise = make_noise(seed, shape)
     save_noise(noise, out)
     print(f"wrote {out}: shape {list(noise.shape)} seed {noise.seed} sha256 {noise.sha256}")
@@ -46,14 +41,14 @@ def make_noise_file(seed: int, shape: tuple[int, ...], out: Path) -> int:
 
 
 def show_noise_file(path: Path) -> int:
-    from noise import load_noise
+    from verify_ate.noise import load_noise
 
     print(json.dumps(load_noise(path).summary(), indent=2))
     return EXIT_PASS
 
 
 def import_noise_file(source: Path, out: Path) -> int:
-    from noise import import_noise, save_noise
+    from verify_ate.noise import import_noise, save_noise
 
     noise = import_noise(source)
     save_noise(noise, out)
@@ -74,13 +69,11 @@ def forward_kinematics_tool(
     plot: Path | None = None,
 ) -> int:
     """End-effector poses of a joint CSV or of a recorded episode, as a pose CSV and/or a 3D path plot."""
-    from kinematics import dataset_forward_kinematics
-    from verify.data.joint_csv import read_joint_csv, write_pose_csv
+    from verify_ate.kinematics import dataset_forward_kinematics
+    from verify_ate.verify.data.joint_csv import read_joint_csv, write_pose_csv
 
-    if output is None and plot is None:
-        raise InputError("fk: give --output CSV and/or --plot PNG")
     if dataset is not None:
-        from verify.data.observation import episode_joint_path
+        from verify_ate.verify.data.observation import episode_joint_path
 
         joints = episode_joint_path(dataset, episode, key=key)
         if joints.shape[-1] != len(robot.dataset_joint_names):
@@ -98,7 +91,7 @@ def forward_kinematics_tool(
         write_pose_csv(poses, output)
         print(f"wrote {output}: {len(joints)} poses ({frame}, robot {robot.name})")
     if plot is not None:
-        from reports.plots import plot_end_effector_path
+        from verify_ate.reports.plots import plot_end_effector_path
 
         plot_end_effector_path({"path": poses.position}, plot, title=f"{source_name}: {robot.name} {frame} path")
         print(f"wrote {plot}")
@@ -107,9 +100,9 @@ def forward_kinematics_tool(
 
 def import_checkpoint_folder(source: Path, out: Path, dataset: Path | None) -> int:
     """An old-format pi0 checkpoint folder written as a lerobot 0.6.1 one at `out`."""
-    from verify.model.checkpoint import check_checkpoint_folder
-    from verify.model.legacy import import_checkpoint
-    from verify.publish import check_output_folder
+    from verify_ate.verify.model.checkpoint import check_checkpoint_folder
+    from verify_ate.verify.model.legacy import import_checkpoint
+    from verify_ate.verify.publish import check_output_folder
 
     check_checkpoint_folder(source)
     check_output_folder(out)
@@ -120,8 +113,8 @@ def import_checkpoint_folder(source: Path, out: Path, dataset: Path | None) -> i
 
 def import_dataset_folder(source: Path, out: Path) -> int:
     """A LeRobot v2.0/v2.1 dataset written as a v3.0 one at `out` (the source is never modified)."""
-    from verify.data.legacy_dataset import dataset_version, import_dataset
-    from verify.publish import check_output_folder
+    from verify_ate.verify.data.legacy_dataset import dataset_version, import_dataset
+    from verify_ate.verify.publish import check_output_folder
 
     if not source.is_dir():
         raise InputError(f"{source}: dataset folder not found")

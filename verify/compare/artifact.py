@@ -1,7 +1,7 @@
 """Trajectory artifacts: the action chunks one side produced, with where they came from.
 
 `.npz` (readable with allow_pickle=False): `actions` [N, T, J] float32/float64 in dataset units and
-`meta`, a 0-d string array of JSON (README.md, "Files"). A bare `.npy` [T, J] or
+`meta`, a 0-d string array of JSON (docs/files.md). A bare `.npy` [T, J] or
 [N, T, J] is accepted too ("bring your own"), with its units given by the caller.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from reports.atomic import atomic_path
-from verify.errors import InputError
+from verify_ate.reports.atomic import atomic_path
+from verify_ate.verify.errors import InputError
 
 SCHEMA = "verify-ate/trajectory/v1"
 REQUIRED_META = (
@@ -116,7 +116,7 @@ def load_artifact(
     if meta["units"] not in ("deg", "rad"):
         raise InputError(f"{path}: units {meta['units']!r} must be 'deg' or 'rad'")
     if units and units != meta["units"]:
-        raise InputError(f"{path}: --units {units} contradicts the artifact's own units {meta['units']!r}")
+        raise InputError(f"{path}: units {units!r} were given, the artifact says {meta['units']!r}")
     return TrajectoryArtifact(_validated_actions(actions, path, len(meta["joint_names"])), meta, path)
 
 
@@ -124,7 +124,7 @@ def _load_bare_npy(
     path: Path, units: str | None, robot_name: str | None, joint_names: Sequence[str] | None
 ) -> TrajectoryArtifact:
     if units not in ("deg", "rad"):
-        raise InputError(f"{path}: a bare .npy needs --units deg or --units rad")
+        raise InputError(f"{path}: a bare .npy has no units of its own; give them (--units deg or rad)")
     try:
         actions = np.load(path, allow_pickle=False)
     except Exception as error:  # numpy raises many types for damaged bytes

@@ -1,10 +1,11 @@
 """A calibrated gate: bounds derived from the reference's own benign noise floor on the same inputs.
 
-The seed's bounds (0.03 m, 0.2 rad) are fixed; on a small model they sit orders of magnitude above
-what a benign change moves the robot, so a broken port can pass them. A calibration measures what
+The fixed bounds (0.03 m, 0.2 rad: the Ascend port's criterion, configs/thresholds.yaml) do not know the
+model; on a small model they sit orders of magnitude above what a benign change moves the robot, so a
+broken port can pass them. A calibration measures what
 benign changes do to the reference itself (another precision, another thread count, the frame in
 another batch; `verify/run/calibrate.py`), and bounds the device under test at `multiple` times
-the largest of those floors, never looser than the seed's bounds and never tighter than a minimum
+the largest of those floors, never looser than the fixed bounds and never tighter than a minimum
 below which differences are float32 rounding at the robot's scale (configs/calibration.yaml).
 
 A calibration is a small JSON file (`calibration.json`) that later runs and `compare` take with
@@ -21,16 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from kinematics import RobotModel, dataset_forward_kinematics
-from reports.atomic import write_text
-from verify.compare.artifact import INPUT_HASHES
-from verify.compare.metrics import GATEABLE_STATISTICS, SERIES_UNITS, AbsoluteTrajectoryError, statistic
-from verify.configs import CONFIGS_DIR, read_yaml
-from verify.errors import InputError
+from verify_ate.kinematics import RobotModel, dataset_forward_kinematics
+from verify_ate.reports.atomic import write_text
+from verify_ate.verify.compare.artifact import INPUT_HASHES
+from verify_ate.verify.compare.metrics import GATEABLE_STATISTICS, SERIES_UNITS, AbsoluteTrajectoryError, statistic
+from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
+from verify_ate.verify.errors import InputError
 
 CALIBRATION_FILE = CONFIGS_DIR / "calibration.yaml"
 FORMAT = "verify-ate-calibration/1"
-GATE_MODES = ("seed", "calibrated", "both")
+GATE_MODES = ("fixed", "calibrated", "both")
+OLD_GATE_MODES = {"seed": "fixed"}  # names of one release ago (CHANGELOG), still accepted
 SERIES = tuple(SERIES_UNITS)  # position, orientation, orientation_rpy
 
 
@@ -63,7 +65,7 @@ class Calibration:
     """Benign floors of one reference on one set of inputs, and the bounds they give.
 
     floors: source ("bfloat16", "threads", "batch", "tf32") -> series -> statistic -> value;
-    ceiling: the seed's bounds per series, which a calibrated bound never exceeds;
+    ceiling: the fixed bounds per series, which a calibrated bound never exceeds;
     provenance: the reference's device, dtype and input hashes the floors were measured on.
     """
 
@@ -83,7 +85,7 @@ class Calibration:
         return value, name
 
     def bound(self, series: str, statistic: str) -> float:
-        """multiple x floor, at least the minimum, at most the seed's bound."""
+        """multiple x floor, at least the minimum, at most the fixed bound."""
         floor, _ = self.floor(series, statistic)
         if not math.isfinite(floor):
             return self.ceiling[series]
@@ -168,8 +170,13 @@ def calibration_from_floors(
     return Calibration(floors, policy.multiple, dict(policy.minimum), dict(ceiling), provenance)
 
 
-def seed_ceiling(position_m: float, orientation_rad: float) -> dict[str, float]:
-    """The seed's bounds per series (both orientation series share the orientation bound)."""
+def gate_mode(name: str) -> str:
+    """A gate mode by its name or its name of one release ago ("seed" is now "fixed")."""
+    return OLD_GATE_MODES.get(name, name)
+
+
+def fixed_ceiling(position_m: float, orientation_rad: float) -> dict[str, float]:
+    """The fixed bounds per series (both orientation series share the orientation bound)."""
     return {"position": position_m, "orientation": orientation_rad, "orientation_rpy": orientation_rad}
 
 

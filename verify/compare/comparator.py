@@ -6,11 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kinematics import Poses, RobotModel, dataset_forward_kinematics
-from verify.compare.artifact import TrajectoryArtifact
-from verify.compare.gate import GateCheck, GateConfig, GateResult, judge
-from verify.compare.metrics import AbsoluteTrajectoryError, ActionSpaceFigures, NonFinite, joint_max_abs_errors
-from verify.errors import InputError
+from verify_ate.kinematics import Poses, RobotModel, dataset_forward_kinematics
+from verify_ate.verify.compare.artifact import INPUT_HASHES, TrajectoryArtifact
+from verify_ate.verify.compare.gate import GateCheck, GateConfig, GateResult, judge
+from verify_ate.verify.compare.metrics import (
+    AbsoluteTrajectoryError,
+    ActionSpaceFigures,
+    NonFinite,
+    joint_max_abs_errors,
+)
+from verify_ate.verify.errors import InputError
 
 # Steps where the two orientation errors differ by more than this share of the larger are noted (near
 # +-pi and near gimbal lock the RPY 2-norm is not the rotation angle).
@@ -33,12 +38,17 @@ class ComparisonResult:
     joint_errors: dict[str, float]  # per joint, the dataset's own names, the reference's units
     gate: GateResult
     config: GateConfig
-    forced: bool
+    accepted_differences: tuple[dict, ...] = ()  # inputs that differ, compared anyway because the user said so
     calibrated_gate: GateResult | None = None  # the same checks at the calibration's bounds
 
     @property
+    def forced(self) -> bool:
+        """The two sides did not see the same inputs (checkpoint, noise or observation), as the user allowed."""
+        return bool(self.accepted_differences)
+
+    @property
     def passed(self) -> bool:
-        """The deciding gate's verdict (the seed's unless `--gate calibrated`)."""
+        """The deciding gate's verdict (the fixed gate's unless the calibrated one was asked to decide)."""
         if self.config.decides == "calibrated":
             assert self.calibrated_gate is not None
             return self.calibrated_gate.passed
@@ -63,7 +73,7 @@ class ComparisonResult:
 
     def gate_summary(self) -> dict:
         """Both sets of bounds, which one decides, and each verdict."""
-        seed = {
+        fixed = {
             "pass": self.gate.passed,
             "position_m": self.config.position_tolerance_m,
             "orientation_rad": self.config.orientation_tolerance_rad,
@@ -85,7 +95,15 @@ class ComparisonResult:
                 "calibration": {**calibration.as_dict(), "file": calibration.source or None},
                 "differences": calibration.differences(self.reference.meta),
             }
-        return {"mode": self.config.mode, "decides": self.config.decides, "seed": seed, "calibrated": calibrated}
+        return {
+            "mode": self.config.mode,
+            "deciding_gate": self.config.decides,
+            "fixed": fixed,
+            "calibrated": calibrated,
+            # the names of one release ago (CHANGELOG): the fixed gate was "seed"
+            "decides": "seed" if self.config.decides == "fixed" else self.config.decides,
+            "seed": fixed,
+        }
 
     @property
     def n_steps(self) -> int:
@@ -97,7 +115,7 @@ class ComparisonResult:
         return self.orientation_rpy if self.config.rotation_metric == "rpy" else self.orientation
 
     def summary(self) -> dict:
-        """The JSON summary of the file contract (README.md "Files"): metres and radians, joints in the
+        """The JSON summary of the file contract (docs/files.md): metres and radians, joints in the
         artifacts' units. `orientation` is always the geodesic angle; `orientation_rpy` stands beside it,
         and `rot_metric` says which of the two the gate compares."""
 
@@ -128,11 +146,66 @@ class ComparisonResult:
             "shape": list(self.reference.actions.shape),
             "robot": self.robot.name,
             "forced": self.forced,
+            "forced_differences": list(self.accepted_differences),
+            "notices": self.notices(),
             "checks": [_check_dict(c) for c in self.gate.checks],
             "gate": self.gate_summary(),
             "ref": self.reference.meta,
             "dut": self.under_test.meta,
         }
+
+    def notices(self) -> list[dict]:
+        """What a reader of any output must know beside the checks, each {kind, text}: a comparison of runs that
+        did not see the same inputs ("forced"); a verdict of the fixed bounds on an uncalibrated model
+        ("uncalibrated"); the two orientation errors disagreeing where it matters ("orientation")."""
+        notices = []
+        if self.forced:
+            differ = "; ".join(
+                f"{d['input']} sha256 {d['under_test'][:12]}... (reference {d['reference'][:12]}...)"
+                for d in self.accepted_differences
+            )
+            notices.append(
+                {
+                    "kind": "forced",
+                    "text": f"FORCED: compared although the two runs did not see the same inputs: {differ}",
+                }
+            )
+        if self.config.decides == "fixed" and self.config.calibration is None:
+            statistic = self.config.statistic
+            shares = [
+                _share(ate.statistics.get(statistic), bound)
+                for ate, bound in (
+                    (self.position, self.config.position_tolerance_m),
+                    (self.gated_orientation, self.config.orientation_tolerance_rad),
+                )
+            ]
+            notices.append(
+                {
+                    "kind": "uncalibrated",
+                    "text": f"the fixed bounds ({self.config.position_tolerance_m:g} m, "
+                    f"{self.config.orientation_tolerance_rad:g} rad) decided, not calibrated for this model: position "
+                    f"{statistic} at {shares[0]} and orientation at {shares[1]} of them; they may be far too loose "
+                    "for this model to catch a broken port",
+                }
+            )
+        apart = self.orientation_disagreement()
+        verdicts_differ = self.summary_pass(self.orientation) != self.summary_pass(self.orientation_rpy)
+        if apart["count"] and (self.config.rotation_metric == "rpy" or verdicts_differ):
+            first = apart["first"][0]
+            notices.append(
+                {
+                    "kind": "orientation",
+                    "text": f"the geodesic angle and the roll-pitch-yaw 2-norm differ by more than "
+                    f"{apart['relative']:.0%} at {apart['count']} step(s), first at chunk {first['chunk']} step "
+                    f"{first['step']} ({first['geodesic']:.3g} vs {first['rpy']:.3g} rad): near +-pi or gimbal "
+                    f"lock the RPY difference is not the rotation angle; the gate uses {self.config.rotation_metric}",
+                }
+            )
+        return notices
+
+    def summary_pass(self, ate: AbsoluteTrajectoryError) -> bool:
+        """Whether an orientation series is within the orientation bound under the gate's statistic."""
+        return bool(ate.statistics.get(self.config.statistic) <= self.config.orientation_tolerance_rad)
 
     def orientation_disagreement(self) -> dict:
         """Steps where the geodesic angle and the RPY 2-norm differ by more than DISAGREEMENT of the larger."""
@@ -152,9 +225,18 @@ class ComparisonResult:
         }
 
 
+def _share(value: float, bound: float) -> str:
+    """`value` as a percentage of `bound` ('1.3 %'), or 'n/a'."""
+    if not np.isfinite(value) or bound <= 0:
+        return "n/a"
+    return f"{100 * value / bound:.2g} %"
+
+
 def _check_dict(check: GateCheck) -> dict:
     return {
         "name": check.name,
+        "kind": check.kind,
+        "per_frame": check.per_frame,
         "pass": check.passed,
         "value": check.value,
         "threshold": check.threshold,
@@ -165,9 +247,14 @@ def _check_dict(check: GateCheck) -> dict:
 
 
 def check_comparable(
-    reference: TrajectoryArtifact, under_test: TrajectoryArtifact, robot: RobotModel, force: bool
-) -> None:
-    """Refuse (InputError) pairs whose comparison would mean nothing."""
+    reference: TrajectoryArtifact,
+    under_test: TrajectoryArtifact,
+    robot: RobotModel,
+    accept: frozenset[str] = frozenset(),
+) -> tuple[dict, ...]:
+    """Refuse (InputError) pairs whose comparison would mean nothing: other joints or shapes, or inputs that
+    differ (checkpoint, noise, observation) unless their name is in `accept`. Returns the accepted
+    differences, each {input, reference, under_test} (the two hashes), for every output to state."""
     for artifact in (reference, under_test):
         names = artifact.meta.get("joint_names") or list(robot.dataset_joint_names)
         if robot.dataset_name_prefix(names) is None:
@@ -193,16 +280,28 @@ def check_comparable(
             f"{under_test.label}: {what} differs from {reference.label}: shape "
             f"{list(under_test.actions.shape)} vs {list(reference.actions.shape)}"
         )
-    if force:
-        return
-    for key, what in (("noise_sha256", "noise"), ("observation_sha256", "observation")):
-        ref_hash, dut_hash = reference.meta.get(key), under_test.meta.get(key)
+    differences = input_differences(reference.meta, under_test.meta)
+    refused = [difference for difference in differences if difference["input"] not in accept]
+    if refused:
+        what = " and ".join(difference["input"] for difference in refused)
+        first = refused[0]
+        raise InputError(
+            f"{under_test.label}: {what} differ{'s' if len(refused) == 1 else ''} from {reference.label}'s "
+            f"({first['input']} sha256 {first['under_test'][:12]}... vs {first['reference'][:12]}...): the two runs "
+            "did not see the same input; compare them anyway with --force (or, for a device-under-test checkpoint "
+            "converted from the reference's, --converted-checkpoint)"
+        )
+    return tuple(differences)
+
+
+def input_differences(reference_meta: dict, under_test_meta: dict) -> list[dict]:
+    """The inputs (INPUT_HASHES) whose hashes both metas give and that differ: {input, reference, under_test}."""
+    differences = []
+    for key, what in INPUT_HASHES.items():
+        ref_hash, dut_hash = reference_meta.get(key), under_test_meta.get(key)
         if ref_hash and dut_hash and ref_hash != dut_hash:
-            raise InputError(
-                f"{under_test.label}: {what} sha256 {dut_hash[:12]}... differs from {reference.label}'s "
-                f"{ref_hash[:12]}...: "
-                "the two runs did not see the same input (use --force to compare anyway)"
-            )
+            differences.append({"input": what, "reference": ref_hash, "under_test": dut_hash})
+    return differences
 
 
 def compare(
@@ -210,9 +309,10 @@ def compare(
     under_test: TrajectoryArtifact,
     robot: RobotModel,
     config: GateConfig,
-    force: bool = False,
+    accept: frozenset[str] = frozenset(),
 ) -> ComparisonResult:
-    check_comparable(reference, under_test, robot, force)
+    """ATE and the gate's verdict of two artifacts; `accept`: inputs allowed to differ (see check_comparable)."""
+    accepted = check_comparable(reference, under_test, robot, accept)
     reference_poses = dataset_forward_kinematics(robot, reference.actions, reference.meta["units"])
     under_test_poses = dataset_forward_kinematics(robot, under_test.actions, under_test.meta["units"])
     position = AbsoluteTrajectoryError.position(reference_poses, under_test_poses)
@@ -248,7 +348,7 @@ def compare(
         joint_errors,
         gate,
         config,
-        force,
+        accepted,
         calibrated_gate,
     )
 

@@ -7,24 +7,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from verify.compare.calibration import GATE_MODES, Calibration
-from verify.compare.metrics import (
+from verify_ate.verify.compare.calibration import GATE_MODES, Calibration
+from verify_ate.verify.compare.metrics import (
     GATEABLE_STATISTICS,
     ROTATION_METRICS,
     AbsoluteTrajectoryError,
     ActionSpaceFigures,
     NonFinite,
 )
-from verify.configs import CONFIGS_DIR, read_yaml
-from verify.errors import InputError
+from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
+from verify_ate.verify.errors import InputError
 
 THRESHOLDS_FILE = CONFIGS_DIR / "thresholds.yaml"
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    """The bounds and how they are applied. The seed's gate is position and orientation ATE; the
-    action-space bounds (`min_cosine`, `max_joint_error_deg`) are off unless set."""
+    """The bounds and how they are applied. The fixed gate is position and orientation ATE at the bounds of
+    configs/thresholds.yaml (the Ascend port's criterion); the action-space bounds (`min_cosine`,
+    `max_joint_error_deg`) are off unless set. With a calibration, a calibrated gate is judged too."""
 
     position_tolerance_m: float
     orientation_tolerance_rad: float
@@ -32,26 +33,26 @@ class GateConfig:
     rotation_metric: str = "geodesic"  # which orientation error the gate compares: geodesic or rpy
     min_cosine: float | None = None  # every chunk's cosine similarity with the reference at least this
     max_joint_error_deg: float | None = None  # every joint's largest absolute error at most this
-    mode: str = "both"  # which bounds decide: the seed's, the calibrated ones, or both reported (seed decides)
-    calibration: Calibration | None = None  # the calibrated gate's floors (None: seed bounds only)
+    mode: str = "both"  # which bounds decide: the fixed, the calibrated, or both reported (the fixed deciding)
+    calibration: Calibration | None = None  # the calibrated gate's floors (None: the fixed bounds only)
 
     def __post_init__(self):
         if self.statistic not in GATEABLE_STATISTICS:
-            raise ValueError(f"--stat must be one of {', '.join(GATEABLE_STATISTICS)}, not {self.statistic!r}")
+            raise ValueError(f"statistic {self.statistic!r} is not one of {', '.join(GATEABLE_STATISTICS)}")
         if self.rotation_metric not in ROTATION_METRICS:
-            raise ValueError(f"--rot-metric must be one of {', '.join(ROTATION_METRICS)}, not {self.rotation_metric!r}")
+            raise ValueError(f"rotation metric {self.rotation_metric!r} is not one of {', '.join(ROTATION_METRICS)}")
         for name in ("position_tolerance_m", "orientation_tolerance_rad"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, not {value}")
         if self.mode not in GATE_MODES:
-            raise ValueError(f"--gate must be one of {', '.join(GATE_MODES)}, not {self.mode!r}")
+            raise ValueError(f"gate mode {self.mode!r} is not one of {', '.join(GATE_MODES)}")
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
-            raise ValueError(f"--min-cosine must lie in [-1, 1], not {self.min_cosine}")
+            raise ValueError(f"min_cosine must lie in [-1, 1], not {self.min_cosine}")
         if self.max_joint_error_deg is not None and not (
             math.isfinite(self.max_joint_error_deg) and self.max_joint_error_deg >= 0
         ):
-            raise ValueError(f"--max-joint-error must be a finite number >= 0, not {self.max_joint_error_deg}")
+            raise ValueError(f"max_joint_error_deg must be a finite number >= 0, not {self.max_joint_error_deg}")
 
     @property
     def orientation_series(self) -> str:
@@ -60,13 +61,13 @@ class GateConfig:
 
     @property
     def decides(self) -> str:
-        """Whose verdict is the exit code: "calibrated" only when asked for, else the seed's."""
-        return "calibrated" if self.mode == "calibrated" else "seed"
+        """Whose verdict is the exit code: "calibrated" only when asked for, else the fixed gate's."""
+        return "calibrated" if self.mode == "calibrated" else "fixed"
 
     def calibrated(self) -> GateConfig | None:
         """The same gate with the calibration's bounds (never looser than this gate's own), or None when
         there is no calibrated gate to judge."""
-        if self.calibration is None or self.mode == "seed":
+        if self.calibration is None or self.mode == "fixed":
             return None
         position = self.calibration.bound("position", self.statistic)
         orientation = self.calibration.bound(self.orientation_series, self.statistic)
@@ -75,7 +76,7 @@ class GateConfig:
             position_tolerance_m=min(position, self.position_tolerance_m),
             orientation_tolerance_rad=min(orientation, self.orientation_tolerance_rad),
             calibration=None,
-            mode="seed",
+            mode="fixed",
         )
 
     def deciding(self) -> GateConfig:
@@ -85,6 +86,8 @@ class GateConfig:
 
     @classmethod
     def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides: float | str | None) -> GateConfig:
+        """The file's bounds with `overrides` (values the caller has checked) on top; a bad value in the file is
+        an InputError naming it."""
         document = read_yaml(path, "gate thresholds")
         try:
             values = {key: document[key] for key in ("position_tolerance_m", "orientation_tolerance_rad", "statistic")}
@@ -94,25 +97,42 @@ class GateConfig:
             if document.get(key) is not None:
                 values[key] = document[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(
-            float(values["position_tolerance_m"]),
-            float(values["orientation_tolerance_rad"]),
-            str(values["statistic"]),
-            str(values.get("rotation_metric", "geodesic")),
-            None if values.get("min_cosine") is None else float(values["min_cosine"]),
-            None if values.get("max_joint_error_deg") is None else float(values["max_joint_error_deg"]),
-        )
+        try:
+            return cls(
+                position_tolerance_m=float(values["position_tolerance_m"]),
+                orientation_tolerance_rad=float(values["orientation_tolerance_rad"]),
+                statistic=str(values["statistic"]),
+                rotation_metric=str(values.get("rotation_metric", "geodesic")),
+                min_cosine=None if values.get("min_cosine") is None else float(values["min_cosine"]),
+                max_joint_error_deg=None
+                if values.get("max_joint_error_deg") is None
+                else float(values["max_joint_error_deg"]),
+            )
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{path}: {error}") from None
+
+
+# What a check bounds. A calibration sets the bounds of the position and orientation kinds only.
+POSITION, ORIENTATION, FINITE, COSINE, JOINT_ERROR = "position", "orientation", "finite", "cosine", "joint error"
+CALIBRATED_KINDS = (POSITION, ORIENTATION)
 
 
 @dataclass(frozen=True)
 class GateCheck:
-    name: str  # "position", "orientation" or "finite"
+    name: str  # as reported: "position", "orientation", "finite", "per-frame position"...
     passed: bool
     value: float | None
     threshold: float | None
     unit: str
     statistic: str | None
     message: str
+    kind: str = ""  # POSITION, ORIENTATION, FINITE, COSINE or JOINT_ERROR
+    per_frame: bool = False  # every chunk's own statistic (a sweep's --frame-stat), not the pooled one
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a calibration sets this check's bound."""
+        return self.kind in CALIBRATED_KINDS
 
 
 @dataclass(frozen=True)
@@ -135,7 +155,8 @@ def _bound_check(ate: AbsoluteTrajectoryError, threshold: float, statistic: str)
     message = f"{ate.name} {statistic} {value:.6g} {ate.unit} {verdict} bound {threshold:g} {ate.unit}"
     if not passed and math.isfinite(value):
         message += f" by {value - threshold:.6g} {ate.unit} ({value / threshold:.3g}x)" if threshold > 0 else ""
-    return GateCheck(ate.name, passed, value, threshold, ate.unit, statistic, message)
+    kind = POSITION if ate.name == POSITION else ORIENTATION
+    return GateCheck(ate.name, passed, value, threshold, ate.unit, statistic, message, kind=kind)
 
 
 def judge(
@@ -160,7 +181,7 @@ def judge(
         passed = bool(value >= config.min_cosine)
         verdict = "at least" if passed else "BELOW"
         message = f"action cosine similarity {value:.6g} {verdict} the minimum {config.min_cosine:g}"
-        checks.append(GateCheck("cosine", passed, value, config.min_cosine, "", None, message))
+        checks.append(GateCheck("cosine", passed, value, config.min_cosine, "", None, message, kind=COSINE))
     if config.max_joint_error_deg is not None and joint_errors_deg is not None:
         name, value = max(joint_errors_deg.items(), key=lambda item: -math.inf if math.isnan(item[1]) else item[1])
         if any(math.isnan(v) for v in joint_errors_deg.values()):
@@ -168,7 +189,9 @@ def judge(
         passed = bool(value <= config.max_joint_error_deg)
         verdict = "within" if passed else "OVER"
         message = f"largest joint error {value:.6g} deg ({name}) {verdict} bound {config.max_joint_error_deg:g} deg"
-        checks.append(GateCheck("joint error", passed, value, config.max_joint_error_deg, "deg", "max", message))
+        checks.append(
+            GateCheck("joint error", passed, value, config.max_joint_error_deg, "deg", "max", message, kind=JOINT_ERROR)
+        )
     return GateResult(tuple(checks))
 
 
@@ -183,4 +206,4 @@ def _finite_check(reference: NonFinite, under_test: NonFinite, joint_names: Sequ
         )
     count = reference.count + under_test.count
     message = "; ".join(parts) if parts else "all actions finite"
-    return GateCheck("finite", count == 0, float(count), 0.0, "values", None, message)
+    return GateCheck("finite", count == 0, float(count), 0.0, "values", None, message, kind=FINITE)

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kinematics import Poses
-from kinematics.rotations import geodesic_angle, matrix_to_rpy, wrap_angle
+from verify_ate.kinematics import Poses
+from verify_ate.kinematics.rotations import geodesic_angle, matrix_to_rpy, wrap_angle
 
 # The one table of statistic names (in report order) and of error-series units.
 STATISTICS = ("rmse", "mean", "median", "std", "min", "max", "p95")

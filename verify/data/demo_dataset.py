@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kinematics import dataset_forward_kinematics, load_robot
-from kinematics.robot import RobotConfigError, RobotModel
-from verify.configs import CONFIGS_DIR, read_yaml
-from verify.errors import InputError
+from verify_ate.kinematics import dataset_forward_kinematics, load_robot
+from verify_ate.kinematics.robot import RobotConfigError, RobotModel
+from verify_ate.verify.cache import default_cache_dir
+from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
+from verify_ate.verify.errors import InputError
 
 DEFAULT_PROFILE = CONFIGS_DIR / "profiles" / "demo_dataset.yaml"
 # Bump when the generated content changes for the same profile, so cached copies are rebuilt.
@@ -62,12 +63,6 @@ class DemoProfile:
     joints: dict[str, JointMotion]  # in dataset order
     document: dict  # the YAML as loaded: the cache key hashes it
     source: str
-
-
-def default_cache_dir() -> Path:
-    """$VERIFY_ATE_CACHE, else ~/.cache/verify-ate."""
-    configured = os.environ.get("VERIFY_ATE_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "verify-ate"
 
 
 def load_demo_profile(profile: str | Path | dict | DemoProfile | None = None) -> DemoProfile:

@@ -1,4 +1,4 @@
-"""Joint-log CSV in, pose CSV out (README.md "Files")."""
+"""Joint-log CSV in, pose CSV out (docs/files.md)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kinematics import Poses, RobotModel
-from kinematics.rotations import matrix_to_quaternion
-from reports.atomic import atomic_path
-from verify.errors import InputError
+from verify_ate.kinematics import Poses, RobotModel
+from verify_ate.kinematics.rotations import matrix_to_quaternion
+from verify_ate.reports.atomic import atomic_path
+from verify_ate.verify.errors import InputError
 
 POSE_COLUMNS = ["x", "y", "z", "qw", "qx", "qy", "qz"]
 

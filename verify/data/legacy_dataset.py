@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verify.errors import InputError
+from verify_ate.verify.errors import InputError
 
 INFO = Path("meta") / "info.json"
 IMPORTABLE = ("v2.0", "v2.1")
@@ -70,7 +70,9 @@ def import_dataset(source: Path, out: Path) -> Path:
             info["codebase_version"] = "v2.1"
         (old / INFO).write_text(json.dumps(info, indent=4), encoding="utf-8")
         new = staging / "v30"
-        _convert_v21_to_v30(old, new, source)
+        from verify_ate.verify.upstream.dataset_v21 import convert_v21_to_v30
+
+        convert_v21_to_v30(old, new, source)
         new.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -149,31 +151,3 @@ def _video_stats(path: Path) -> dict:
 
 def _plain(stats: dict) -> dict:
     return {key: {name: np.asarray(value).tolist() for name, value in values.items()} for key, values in stats.items()}
-
-
-def _convert_v21_to_v30(old: Path, new: Path, source: Path) -> None:
-    """lerobot 0.6.1's converter, step by step, from the staging folder `old` into `new` (no hub); its
-    per-step log lines and progress bars are kept off the user's terminal."""
-    import contextlib
-    import io
-    import logging
-
-    from lerobot.scripts import convert_dataset_v21_to_v30 as converter
-
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            data_mb, video_mb = converter.DEFAULT_DATA_FILE_SIZE_IN_MB, converter.DEFAULT_VIDEO_FILE_SIZE_IN_MB
-            converter.convert_info(old, new, data_mb, video_mb)
-            converter.convert_tasks(old, new)
-            episodes = converter.convert_data(old, new, data_mb)
-            videos = converter.convert_videos(old, new, video_mb)
-            converter.convert_episodes_metadata(old, new, episodes, videos)
-    except Exception as error:  # the converter reads every file of the dataset, and says little
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(
-            f"{source}: lerobot's v2.1 -> v3.0 conversion failed ({type(error).__name__}: {first})"
-        ) from None
-    finally:
-        logging.getLogger().setLevel(level)

@@ -21,7 +21,7 @@ import numpy as np
 import packaging.version
 import pyarrow.parquet as pq
 
-from verify.errors import InputError
+from verify_ate.verify.errors import InputError
 
 READABLE_MAJOR = 3  # lerobot 0.6.1 reads codebase_version v3.x
 # torchcodec needs a system FFmpeg and lerobot then falls back to PyAV with a long traceback

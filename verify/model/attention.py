@@ -1,11 +1,12 @@
-"""One attention forward for lerobot 0.6.1's Gemma layers, with each part of it chosen by a recipe.
+"""The parts of pi0's Gemma attention that a recipe chooses, for the attention forward of the fence.
 
-The seed's Ascend port rewrote pi0's attention in three places: Q/K/V as one fused matmul, RoPE
-through a fused rotary op, and the attention itself through a fused flash-attention kernel with its
-own mask convention. Each rewrite, and each classic way to get it wrong, is one field of
-`AttentionRecipe`; `install(attention, recipe)` replaces one `GemmaAttention`'s forward (that
-instance only, so the other side of a comparison keeps lerobot's) with `recipe_forward`, which
-runs transformers' own steps wherever the recipe keeps the default.
+The Ascend port rewrote pi0's attention in three places: Q/K/V as one fused matmul, RoPE through a
+fused rotary op, and the attention itself through a fused flash-attention kernel with its own mask
+convention. Each rewrite, and each classic way to get it wrong, is one field of `AttentionRecipe`;
+`install(attention, recipe, patches)` makes one `GemmaAttention` instance (so the other side of a
+comparison keeps lerobot's) run transformers' forward as copied in the fence
+(verify_ate.verify.upstream.gemma.attention_forward) with the recipe's steps, which are transformers'
+own wherever the recipe keeps the default.
 
 Shapes: hidden states [B, L, width]; queries [B, Hq, L, d]; keys and values [B, Hkv, S, d] (S: the
 cached prefix plus L); masks [B, 1, L, S], additive (0 where a query may attend a key, lerobot's
@@ -14,9 +15,12 @@ large negative where not).
 
 from __future__ import annotations
 
+import functools
 import types
 from dataclasses import dataclass
 from typing import Any
+
+from verify_ate.verify.model.patches import InstancePatches
 
 QKV = ("separate", "fused", "fused-bf16")
 ROPE = ("halves", "fused", "interleaved")
@@ -54,12 +58,23 @@ class AttentionRecipe:
             raise ValueError("attention recipe: kv_swapped needs a fused Q/K/V weight")
 
 
-def install(attention: Any, recipe: AttentionRecipe) -> None:
-    """Make one GemmaAttention instance compute with `recipe` (its forward hooks keep firing)."""
-    attention._verify_recipe = recipe
-    if recipe.qkv != "separate":
-        attention._verify_fused_qkv = fused_qkv_weight(attention, recipe)
-    attention.forward = types.MethodType(recipe_forward, attention)
+def install(attention: Any, recipe: AttentionRecipe, patches: InstancePatches) -> None:
+    """Make one GemmaAttention instance compute with `recipe` (its forward hooks keep firing), undoably."""
+    from verify_ate.verify.upstream.gemma import attention_forward
+
+    fused = fused_qkv_weight(attention, recipe) if recipe.qkv != "separate" else None
+    forward = functools.partial(
+        attention_forward,
+        project=functools.partial(project_qkv, recipe=recipe, fused=fused),
+        rotate=functools.partial(rotate, recipe.rope),
+        mask=padding_attendable if recipe.mask == "padding-attendable" else _as_built,
+        attend=functools.partial(attend, recipe.kernel),
+    )
+    patches.set(attention, "forward", types.MethodType(forward, attention))
+
+
+def _as_built(attention_mask):
+    return attention_mask
 
 
 def fused_qkv_weight(attention: Any, recipe: AttentionRecipe):
@@ -78,41 +93,13 @@ def fused_qkv_weight(attention: Any, recipe: AttentionRecipe):
     return weight, bias
 
 
-def recipe_forward(
-    self: Any,
-    hidden_states,
-    position_embeddings=None,
-    attention_mask=None,
-    past_key_values=None,
-    **kwargs,
-):
-    """GemmaAttention.forward of transformers 5.5 with each step taken from `self._verify_recipe`."""
-    recipe: AttentionRecipe = self._verify_recipe
-    input_shape = hidden_states.shape[:-1]
-    hidden_shape = (*input_shape, -1, self.head_dim)
-    query, key, value = project_qkv(self, recipe, hidden_states)
-    query = query.view(hidden_shape).transpose(1, 2)
-    key = key.view(hidden_shape).transpose(1, 2)
-    value = value.view(hidden_shape).transpose(1, 2)
-
-    cos, sin = position_embeddings
-    query, key = rotate(recipe.rope, query, key, cos, sin)
-    if past_key_values is not None:
-        key, value = past_key_values.update(key, value, self.layer_idx)
-    if attention_mask is not None and recipe.mask == "padding-attendable":
-        attention_mask = padding_attendable(attention_mask)
-    output = attend(recipe.kernel, self, query, key, value, attention_mask)
-    output = output.reshape(*input_shape, -1).contiguous()
-    return self.o_proj(output), None
-
-
-def project_qkv(self: Any, recipe: AttentionRecipe, hidden_states):
-    """q [B, L, Hq d], k and v [B, L, Hkv d]."""
+def project_qkv(self: Any, hidden_states, *, recipe: AttentionRecipe, fused):
+    """q [B, L, Hq d], k and v [B, L, Hkv d]; `fused`: the stacked weight and bias of a fused recipe."""
     import torch.nn.functional as F
 
     if recipe.qkv == "separate":
         return self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-    weight, bias = self._verify_fused_qkv
+    weight, bias = fused
     fused = F.linear(hidden_states.to(weight.dtype), weight, bias).to(hidden_states.dtype)
     q_width = self.q_proj.out_features
     kv_width = self.k_proj.out_features
@@ -122,7 +109,7 @@ def project_qkv(self: Any, recipe: AttentionRecipe, hidden_states):
 def rotate(layout: str, query, key, cos, sin):
     """RoPE on queries and keys; cos/sin [B, L, d] in transformers' halves layout (cat(freqs, freqs))."""
     if layout == "halves":
-        from transformers.models.gemma.modeling_gemma import apply_rotary_pos_emb
+        from verify_ate.verify.upstream.gemma import apply_rotary_pos_emb
 
         return apply_rotary_pos_emb(query, key, cos, sin)
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
@@ -163,11 +150,10 @@ def attend(kernel: str, self: Any, query, key, value, attention_mask):
     """Attention output [B, L, Hq, d]."""
     if kernel == "sdpa":
         return fused_attention(self, query, key, value, attention_mask)
-    from transformers.models.gemma.modeling_gemma import eager_attention_forward, repeat_kv
+    from verify_ate.verify.upstream.gemma import eager_attention, repeat_kv
 
     if kernel == "eager":
-        output, _ = eager_attention_forward(self, query, key, value, attention_mask, scaling=self.scaling)
-        return output
+        return eager_attention(self, query, key, value, attention_mask)
     import torch
 
     key = repeat_kv(key, self.num_key_value_groups)

@@ -5,9 +5,11 @@ Its weights are not loaded through `PI0Policy.from_pretrained`, which builds the
 the CPU with random initialisation and then overwrites every tensor (minutes at the real size):
 the module structure is built without memory on the meta device, in the requested dtype, then
 created on the target device and filled tensor by tensor from the safetensors files
-(verify/model/weights.py), with lerobot's own key remapping and its buffers. This module also
-proves that every tensor came from the file, names the file in every error, and hashes the
-files a load reads.
+(verify/model/weights.py), with lerobot's own buffers. Tensor names are mapped from whichever
+layout wrote the file (lerobot before 0.4, lerobot 0.4 to 0.6.1, openpi; tied twins filled from each
+other: verify/upstream/pi0_weights.py), by name, before anything is read. This module also proves
+that every tensor came from the file, names the file in every error, and hashes the files a load
+reads.
 """
 
 from __future__ import annotations
@@ -23,10 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verify.errors import DeviceUnavailableError, InputError
-from verify.model.architecture import checkpoint_architecture, skeleton_construction
-from verify.model.devices import check_fits, library_version
-from verify.model.weights import INDEX_FILE, WEIGHTS_FILE, CheckpointWeights, checkpoint_weights, read_into, read_tensor
+from verify_ate.verify.errors import DeviceUnavailableError, InputError
+from verify_ate.verify.model.architecture import checkpoint_architecture
+from verify_ate.verify.model.devices import check_fits, library_version
+from verify_ate.verify.model.weights import (
+    INDEX_FILE,
+    WEIGHTS_FILE,
+    CheckpointWeights,
+    checkpoint_weights,
+    read_into,
+    read_tensor,
+)
+from verify_ate.verify.upstream.pi0_build import parameters_on_meta
+from verify_ate.verify.upstream.pi0_weights import LEGACY_NORMALIZATION_PREFIXES, WeightSources, weight_sources
 
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "policy_preprocessor.json"
@@ -34,11 +45,6 @@ POSTPROCESSOR_FILE = "policy_postprocessor.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # fast (tokenizers) or sentencepiece
 # Files that define the model besides its weights: configs, processor statistics, tokenizer.
 HASHED_SUFFIXES = (".safetensors", ".json", ".model")
-# Pre-0.4 lerobot checkpoints kept normalisation statistics as buffers inside the weights.
-LEGACY_NORMALIZATION_PREFIXES = ("normalize_inputs.", "normalize_targets.", "unnormalize_outputs.")
-# lerobot fills the VLM's input embedding from the output head when a file has only the latter.
-EMBED_TOKENS = "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
-LM_HEAD = "model.paligemma_with_expert.paligemma.lm_head.weight"
 
 
 def check_checkpoint_folder(folder: Path) -> None:
@@ -134,6 +140,8 @@ class LoadReport:
     bytes_read: int
     files: tuple[str, ...]  # the weight files read, relative to the checkpoint folder
     float32_modules: tuple[str, ...]  # under bfloat16: the modules lerobot keeps in float32 (layer indices as *)
+    layout: str | None = None  # the tensor-name layout the file was written in (pi0_weights.LAYOUTS); None: no file
+    tied: tuple[tuple[str, str], ...] = ()  # (model key, file tensor) for tensors filled from their tied twin
 
     def as_dict(self) -> dict:
         return {
@@ -144,6 +152,8 @@ class LoadReport:
             "bytes_read": self.bytes_read,
             "files": list(self.files),
             "float32_modules": list(self.float32_modules),
+            "layout": self.layout,
+            "tied": dict(self.tied),
         }
 
 
@@ -167,7 +177,8 @@ def load_policy(
 
     started = time.perf_counter()
     policy, buffers = build_skeleton(folder, config)
-    sources = _tensor_sources(policy, weights, strict)
+    plan = tensor_sources(policy, weights, strict)
+    sources = plan.sources
     parameters = _unique_parameters(policy)
     parameter_bytes = sum(p.numel() * p.element_size() for p in parameters)
     buffer_bytes = sum(b.numel() * b.element_size() for b in policy.buffers())
@@ -196,7 +207,7 @@ def load_policy(
         for key, file_key in sources.items():
             read_into(weights.tensors[file_key], state[key].data, count)
     config.device = str(device)
-    verify_weights_loaded(policy, weights)
+    verify_weights_loaded(policy, weights, plan)
     report = LoadReport(
         seconds=time.perf_counter() - started,
         parameters=sum(p.numel() for p in parameters),
@@ -205,6 +216,8 @@ def load_policy(
         bytes_read=total,
         files=tuple(path.relative_to(weights.folder).as_posix() for path in weights.files),
         float32_modules=float32_modules(policy) if config.dtype == "bfloat16" else (),
+        layout=plan.layout.name,
+        tied=tuple(plan.tied.items()),
     )
     return policy.eval(), report
 
@@ -224,7 +237,7 @@ def build_skeleton_with(config: Any, architecture: contextlib.AbstractContextMan
     device = config.device
     config.device = "meta"  # lerobot moves its model to config.device at the end of construction
     try:
-        with architecture, skeleton_construction(buffers), quiet():
+        with architecture, parameters_on_meta(buffers), quiet():
             policy = PI0Policy(config)
     finally:
         config.device = device
@@ -252,24 +265,15 @@ def _unique_parameters(policy: Any) -> list:
     return list({id(p): p for p in policy.parameters()}.values())
 
 
-def _tensor_sources(policy: Any, weights: CheckpointWeights, strict: bool) -> dict[str, str]:
-    """model state key -> file tensor name, after lerobot's own renaming; InputError when they do not fit."""
+def tensor_sources(policy: Any, weights: CheckpointWeights, strict: bool) -> WeightSources:
+    """Which file tensor fills each model state key (model key -> file tensor name), in the layout the file's
+    names were written in (verify/upstream/pi0_weights.py), decided from the headers alone; InputError naming
+    the file when they do not fit: a tensor missing, a shape that differs, or (`strict`) a tensor the model
+    does not have."""
     state = policy.state_dict(keep_vars=True)
-    file_keys = {_lerobot_key(key): key for key in weights.tensors}
-    sources, missing = {}, []
-    for key in state:
-        if key in file_keys:
-            sources[key] = file_keys[key]
-        elif key == EMBED_TOKENS and LM_HEAD in file_keys:
-            sources[key] = file_keys[LM_HEAD]
-        else:
-            missing.append(key)
     where = weights.files[0] if len(weights.files) == 1 else weights.folder
-    if missing:
-        raise InputError(
-            f"{where}: weights do not fit the model built from config.json: {len(missing)} of "
-            f"{len(state)} tensors missing (e.g. {missing[0]})"
-        )
+    plan = weight_sources(weights.tensors, state, where)
+    sources = plan.sources
     wrong = [key for key, file_key in sources.items() if weights.tensors[file_key].shape != tuple(state[key].shape)]
     if wrong:
         key = wrong[0]
@@ -277,17 +281,12 @@ def _tensor_sources(policy: Any, weights: CheckpointWeights, strict: bool) -> di
             f"{weights.tensors[sources[key]].path}: {len(wrong)} tensors do not fit the model built from config.json "
             f"(e.g. {key}: file {list(weights.tensors[sources[key]].shape)}, model {list(state[key].shape)})"
         )
-    used = set(sources.values())
-    unexpected = [
-        key for key in weights.tensors if key not in used and not key.startswith(LEGACY_NORMALIZATION_PREFIXES)
-    ]
-    unexpected = [key for key in unexpected if _lerobot_key(key) != LM_HEAD or LM_HEAD in state]
-    if strict and unexpected:
+    if strict and plan.unused:
         raise InputError(
-            f"{weights.tensors[unexpected[0]].path}: {len(unexpected)} tensors that the model built from config.json "
-            f"does not have (e.g. {unexpected[0]})"
+            f"{weights.tensors[plan.unused[0]].path}: {len(plan.unused)} tensors that the model built from config.json "
+            f"does not have (e.g. {plan.unused[0]})"
         )
-    return sources
+    return plan
 
 
 def float32_modules(policy: Any) -> tuple[str, ...]:
@@ -309,27 +308,22 @@ def float32_modules(policy: Any) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
-def verify_weights_loaded(policy: Any, weights: CheckpointWeights) -> None:
+def verify_weights_loaded(policy: Any, weights: CheckpointWeights, plan: WeightSources | None = None) -> None:
     """Every model tensor must come from the file: keys and shapes (checked before loading) and the
-    values of an evenly spread sample of them, read back from disk and compared."""
+    values of an evenly spread sample of them, and of every tensor filled from its tied twin, read back
+    from disk and compared. `plan`: the sources the load used (else worked out again from the names)."""
     import torch
 
     state = policy.state_dict()
-    sources = _tensor_sources(policy, weights, strict=False)
+    plan = plan or tensor_sources(policy, weights, strict=False)
+    sources, tied = plan.sources, plan.tied
     common = sorted(sources)
-    for key in common[:: max(1, len(common) // 16)]:
+    sample = [*common[:: max(1, len(common) // 16)], *(key for key in sorted(tied) if key in sources)]
+    for key in dict.fromkeys(sample):
         entry = weights.tensors[sources[key]]
         stored = read_tensor(entry).to(state[key].dtype)
         if not torch.equal(stored, state[key].detach().to("cpu")):
             raise InputError(f"{entry.path}: tensor {key} differs from the file after loading; weights not loaded")
-
-
-def _lerobot_key(key: str) -> str:
-    """The model key lerobot's PI0Policy.from_pretrained loads a file key into (its own remapping)."""
-    for old, new in (("time_mlp_in.", "action_time_mlp_in."), ("time_mlp_out.", "action_time_mlp_out.")):
-        if key.startswith(old):
-            key = new + key[len(old) :]
-    return key if key.startswith("model.") else f"model.{key}"
 
 
 def legacy_normalization_stats(weights: CheckpointWeights) -> dict | None:
@@ -401,7 +395,7 @@ def _read_hash_cache(path: Path | None) -> dict:
 
 
 def _write_hash_cache(path: Path, cache: dict) -> None:
-    from reports.atomic import write_text
+    from verify_ate.reports.atomic import write_text
 
     try:
         write_text(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from verify.errors import DeviceUnavailableError, InputError
+from verify_ate.verify.errors import DeviceUnavailableError, InputError
 
 BACKENDS = ("cpu", "cuda", "npu")
 _SPEC = re.compile(r"^(?P<backend>[a-z]+)(?::(?P<index>\d+))?$")

@@ -8,8 +8,16 @@ normalisation statistics are buffers inside the weights (`normalize_inputs.buffe
 ...) instead of processor pipelines; it has no processor files. The import maps the config fields,
 fills the features from the dataset's info.json, takes the statistics out of the weights and drops
 those buffers with lerobot 0.6.1's own migration functions, builds lerobot's pi0 processors from
-them, and writes the weights tensor by tensor (a shard set becomes one file). The tokenizer files
-and a tiny model's architecture file are copied as they are.
+them, and writes the weights tensor by tensor (a shard set becomes one file) under lerobot 0.6.1's
+names: an old folder's weights are named as transformers 4.48-4.51's PaliGemma named its modules, and
+each tensor is renamed as its layout says (verify/upstream/pi0_weights.py), the output head's tied twin
+(the input embedding, which such files omit) written from the same bytes. The names are checked
+against the model the new config builds (on the meta device, no memory) before anything is written.
+The imported folder is a plain 0.6.1 folder. The tokenizer files and a tiny model's architecture
+file are copied as they are.
+
+A folder whose config is current but whose weights are in an older layout is not imported: the
+loader maps the names as it streams them in (checkpoint.py `tensor_sources`).
 """
 
 from __future__ import annotations
@@ -19,10 +27,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from verify.errors import InputError
-from verify.model.architecture import ARCHITECTURE_FILE
-from verify.model.checkpoint import CONFIG_FILE, LEGACY_NORMALIZATION_PREFIXES, POSTPROCESSOR_FILE, quiet
-from verify.model.weights import WEIGHTS_FILE, CheckpointWeights, checkpoint_weights, read_tensor
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.architecture import ARCHITECTURE_FILE
+from verify_ate.verify.model.checkpoint import CONFIG_FILE, POSTPROCESSOR_FILE, quiet
+from verify_ate.verify.model.weights import (
+    WEIGHTS_FILE,
+    CheckpointWeights,
+    TensorEntry,
+    checkpoint_weights,
+    read_tensor,
+)
+from verify_ate.verify.upstream.pi0_weights import LEGACY_NORMALIZATION_PREFIXES
 
 # Old pi0 config fields and their 0.6.1 names.
 RENAMED = {"num_steps": "num_inference_steps", "resize_imgs_with_padding": "image_resolution"}
@@ -65,7 +80,7 @@ def import_checkpoint(source: Path, out_dir: Path, dataset: Path | None = None) 
     `dataset`: a LeRobot dataset whose info.json fills empty input/output features (InputError when
     they are empty and no dataset is given). Refuses an existing `out_dir`.
     """
-    from verify.model.tiny import write_checkpoint
+    from verify_ate.verify.model.tiny import write_checkpoint
 
     if out_dir.exists():
         raise InputError(f"{out_dir}: already exists; refusing to overwrite a checkpoint folder")
@@ -84,10 +99,10 @@ def import_checkpoint(source: Path, out_dir: Path, dataset: Path | None = None) 
     config = _new_config(old, config_path, dataset)
     stats = _statistics(weights)
     tokenizer = _tokenizer(source)
-    from verify.model.processors import make_processors
+    from verify_ate.verify.model.processors import make_processors
 
     processors = make_processors(config, stats, tokenizer)
-    staged = _WeightsOnly(weights, config)
+    staged = _WeightsOnly(_renamed(source, weights, config), config)
     folder = write_checkpoint(out_dir, staged, processors, tokenizer, None)
     for name in (ARCHITECTURE_FILE, *(n for n in TOKENIZER_SIDE_FILES if not (folder / n).exists())):
         if (source / name).is_file():
@@ -172,24 +187,34 @@ def _statistics(weights: CheckpointWeights) -> dict:
     return extract_normalization_stats(buffers)
 
 
+def _renamed(source: Path, weights: CheckpointWeights, config: Any) -> dict[str, TensorEntry]:
+    """{lerobot 0.6.1 name: file tensor} for every tensor of the model `config` builds (tied twins from the same
+    tensor), in the model's order; InputError naming the file when the weights do not fit that model."""
+    from verify_ate.verify.model.checkpoint import build_skeleton, tensor_sources
+
+    policy, _ = build_skeleton(source, config)  # parameters on the meta device: names and shapes only
+    sources = tensor_sources(policy, weights, strict=True).sources
+    return {key: weights.tensors[name] for key, name in sources.items()}
+
+
 def _tokenizer(source: Path):
-    from verify.model.checkpoint import load_checkpoint_tokenizer
+    from verify_ate.verify.model.checkpoint import load_checkpoint_tokenizer
 
     return load_checkpoint_tokenizer(source)
 
 
 class _WeightsOnly:
     """What write_checkpoint needs of a policy (save_pretrained), for weights that never enter a model:
-    the config, and the weights without the normalisation buffers (lerobot's migration drops them),
-    written tensor by tensor into one model.safetensors."""
+    the config, and the model's tensors under their lerobot 0.6.1 names (the normalisation buffers,
+    which lerobot's migration drops, are not among them), written tensor by tensor into one
+    model.safetensors."""
 
-    def __init__(self, weights: CheckpointWeights, config: Any):
-        self.weights = weights
+    def __init__(self, tensors: dict[str, TensorEntry], config: Any):
+        self.tensors = tensors
         self.config = config
 
     def save_pretrained(self, folder: Path) -> None:
-        from verify.model.weights import write_safetensors
+        from verify_ate.verify.model.weights import write_safetensors
 
-        keep = {k: e for k, e in self.weights.tensors.items() if not k.startswith(LEGACY_NORMALIZATION_PREFIXES)}
-        write_safetensors(keep, Path(folder) / WEIGHTS_FILE)
+        write_safetensors(self.tensors, Path(folder) / WEIGHTS_FILE)
         self.config._save_pretrained(Path(folder))

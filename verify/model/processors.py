@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from verify.errors import InputError
-from verify.model.checkpoint import POSTPROCESSOR_FILE, PREPROCESSOR_FILE, quiet
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.checkpoint import POSTPROCESSOR_FILE, PREPROCESSOR_FILE, quiet
 
 STATE_KEY = "observation.state"
 
@@ -59,31 +59,14 @@ def checkpoint_processors(folder: Path, config, tokenizer, device, dataset_stats
 
 
 def make_processors(config, dataset_stats: dict, tokenizer):
-    """lerobot's own pi0 pipelines (make_pi0_pre_post_processors) with a local tokenizer object.
-
-    lerobot's factory names the tokenizer "google/paligemma-3b-pt-224" and fetches it from the hub
-    while building the step; for the duration of that call, AutoTokenizer as seen by lerobot's
-    tokenizer step answers with `tokenizer` instead. The saved pipeline keeps lerobot's name, as in
-    real checkpoints; loaders pass the folder's tokenizer as an override.
-    """
-    from lerobot.policies.pi0.processor_pi0 import make_pi0_pre_post_processors
-    from lerobot.processor import tokenizer_processor
-
-    class _LocalTokenizer:
-        @staticmethod
-        def from_pretrained(*_args, **_kwargs):
-            return tokenizer
+    """lerobot's own pi0 pipelines from dataset statistics, with a local tokenizer object (never the hub)."""
+    from verify_ate.verify.upstream.pi0_processors import pi0_processors
 
     stats = _torch_stats(dataset_stats)
     for key in (STATE_KEY, "action"):
         if key not in stats or not {"mean", "std"} <= set(stats[key]):
             raise InputError(f"dataset statistics lack mean/std for {key!r} (pi0 normalises it with MEAN_STD)")
-    real = tokenizer_processor.AutoTokenizer
-    tokenizer_processor.AutoTokenizer = _LocalTokenizer
-    try:
-        return make_pi0_pre_post_processors(config, dataset_stats=stats)
-    finally:
-        tokenizer_processor.AutoTokenizer = real
+    return pi0_processors(config, stats, tokenizer)
 
 
 def _torch_stats(dataset_stats: dict) -> dict:

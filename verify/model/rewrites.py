@@ -1,28 +1,35 @@
-"""Variants and faults: rewrites of lerobot 0.6.1's pi0 applied to one side's loaded model only.
+"""Variants and faults: rewrites of lerobot 0.6.1's pi0 applied to one side's loaded model only, undoably.
 
-A *variant* is one of the optimisations that took the seed's Ascend pi0 from 670 ms to 80 ms,
+A *variant* is one of the optimisations that took the Ascend port of pi0 from 670 ms to 80 ms,
 written as device-agnostic PyTorch (and, on an Ascend host, as the torch_npu op it stands for): the
 device under test should still move the robot as the reference does. A *fault* is a classic way to
 get such a port wrong: the gate should catch it, and the trace should name the module it broke.
-README.md ("Variants and faults") has one paragraph per name.
+docs/selftest.md has one paragraph per name.
 
 Each rewrite changes instances of one loaded policy (forwards, hooks, the runner's inputs), never
-lerobot's classes, so the other side of a comparison in the same process keeps lerobot's code.
+lerobot's classes, so the other side of a comparison in the same process keeps lerobot's code; every
+change is recorded in an InstancePatches, so one loaded model can be rewritten and put back. The
+copied upstream forwards they run are in the fence (verify_ate.verify.upstream.gemma). This module's
+catalogue loads no torch: the command line checks names against it.
 """
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from verify.errors import DeviceUnavailableError, InputError
-from verify.model.attention import AttentionRecipe, install
+from verify_ate.verify.errors import DeviceUnavailableError, InputError
 
 VARIANT = "variant"
 FAULT = "fault"
-VLM_LAYER_0 = "VLM layer 0"  # trace labels, as configs/trace.yaml names them
+PERTURBATION = "perturbation"  # a scaled change of one module's output (selftest --sensitivity)
+VLM_LAYER_0 = "VLM layer 0"  # trace labels of the modules a fault shows in first (verify/upstream/pi0_modules.py)
+
+# apply(runner, patches): what a rewrite does beyond attention, every change recorded in `patches`
+Apply = Callable[[Any, Any], None]
 
 
 @dataclass(frozen=True)
@@ -30,168 +37,137 @@ class Rewrite:
     """One named change to a loaded pi0.
 
     attention: AttentionRecipe fields this rewrite sets in every Gemma attention;
-    apply: anything else it does to the runner (a verify.model.runner.Pi0Runner);
-    first_module: for a fault, the trace label of the module its damage shows in first.
+    apply: anything else it does to the runner (a verify_ate.verify.model.runner.Pi0Runner);
+    first_module: for a fault, the trace label of the module its damage shows in first;
+    devices: the device types it runs on (None: any);
+    traceable: whether module hooks see its computation (a compiled model runs without them).
     """
 
     name: str
     kind: str
     summary: str
     attention: dict = field(default_factory=dict)
-    apply: Callable[[Any], None] | None = None
+    apply: Apply | None = None
     first_module: str | None = None
+    devices: tuple[str, ...] | None = None
+    traceable: bool = True
+
+    def runs_on(self, device_type: str) -> bool:
+        return self.devices is None or device_type in self.devices
 
 
 # ---------------------------------------------------------------- rewrites beyond attention
 
 
-def _gemma_models(policy) -> list:
-    pair = policy.model.paligemma_with_expert
-    return [pair.paligemma.model.language_model, pair.gemma_expert.model]
+def _gemma_models(runner) -> list:
+    from verify_ate.verify.upstream.pi0_modules import gemma_models
+
+    return gemma_models(runner.policy.model)
 
 
-def hoist_rotary_tables(runner) -> None:
+def hoist_rotary_tables(runner, patches) -> None:
     """cos/sin computed once per position for the whole prediction (prefix pass and every Euler step),
     then gathered by position, instead of each model forward computing them for its positions."""
-    for model in _gemma_models(runner.policy):
+    from verify_ate.verify.upstream.gemma import rotary_forward_from_table
+
+    for model in _gemma_models(runner):
         rotary = model.rotary_emb
-        rotary._verify_tables = {}
-        rotary.forward = types.MethodType(_rotary_from_table, rotary)
+        forward = functools.partial(rotary_forward_from_table, tables={})
+        patches.set(rotary, "forward", types.MethodType(forward, rotary))
 
 
-def _rotary_from_table(self, x, position_ids):
-    """GemmaRotaryEmbedding.forward from a table of cos/sin [P, d] grown to the largest position seen:
-    the same float32 products inv_freq * position as transformers' forward, then cast to x's dtype."""
-    import torch
-
-    needed = int(position_ids.max()) + 1
-    key = (x.device, x.dtype)
-    table = self._verify_tables.get(key)
-    if table is None or table[0].shape[0] < needed:
-        positions = torch.arange(max(needed, 1024), device=x.device, dtype=torch.float32)
-        freqs = positions[:, None] * self.inv_freq.float().to(x.device)[None, :]
-        angles = torch.cat((freqs, freqs), dim=-1)
-        table = (
-            (angles.cos() * self.attention_scaling).to(x.dtype),
-            (angles.sin() * self.attention_scaling).to(x.dtype),
-        )
-        self._verify_tables[key] = table
-    return table[0][position_ids], table[1][position_ids]
-
-
-def fuse_add_rmsnorm(runner) -> None:
+def fuse_add_rmsnorm(runner, patches) -> None:
     """Each Gemma layer's first residual add and its post-attention RMSNorm as one op (torch_npu's
     npu_add_rms_norm on an NPU, whose multiplier must be Gemma's 1 + weight)."""
-    for model in _gemma_models(runner.policy):
+    from verify_ate.verify.upstream.gemma import decoder_layer_forward
+
+    forward = functools.partial(decoder_layer_forward, add_rms_norm=add_rms_norm)
+    for model in _gemma_models(runner):
         for layer in model.layers:
-            layer.forward = types.MethodType(_layer_with_add_rmsnorm, layer)
-
-
-def _layer_with_add_rmsnorm(
-    self,
-    hidden_states,
-    attention_mask=None,
-    position_ids=None,
-    past_key_values=None,
-    use_cache=False,
-    cache_position=None,
-    position_embeddings=None,
-    adarms_cond=None,
-    **kwargs,
-):
-    """lerobot's PiGemma decoder layer (no adaptive norm: pi0 passes none) with add + RMSNorm fused."""
-    residual = hidden_states
-    hidden_states, _ = self.input_layernorm(hidden_states)
-    hidden_states, _ = self.self_attn(
-        hidden_states,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        past_key_values=past_key_values,
-        use_cache=use_cache,
-        cache_position=cache_position,
-        position_embeddings=position_embeddings,
-        **kwargs,
-    )
-    normed, summed = add_rms_norm(residual, hidden_states, self.post_attention_layernorm)
-    return summed + self.mlp(normed)
+            patches.set(layer, "forward", types.MethodType(forward, layer))
 
 
 def add_rms_norm(residual, update, norm):
     """(RMSNorm(residual + update) * (1 + weight), residual + update), as PiGemmaRMSNorm computes it."""
     import torch
 
-    coefficient = 1.0 + norm.weight.float()
+    from verify_ate.verify.upstream.gemma import rms_norm_parts
+
+    coefficient, eps = rms_norm_parts(norm)
     if residual.device.type == "npu":  # pragma: no cover - Ascend hosts only
         import torch_npu
 
-        normed, _, summed = torch_npu.npu_add_rms_norm(residual, update, coefficient.to(residual.dtype), norm.eps)
+        normed, _, summed = torch_npu.npu_add_rms_norm(residual, update, coefficient.to(residual.dtype), eps)
         return normed, summed
     summed = residual + update
     variance = torch.mean(torch.square(summed.float()), dim=-1, keepdim=True)
-    normed = summed * torch.rsqrt(variance + norm.eps) * coefficient
+    normed = summed * torch.rsqrt(variance + eps) * coefficient
     return normed.type_as(summed), summed
 
 
-def compile_sampler(mode: str | None) -> Callable[[Any], None]:
+def compile_sampler(mode: str | None) -> Apply:
     """torch.compile over lerobot's sample_actions (the whole prediction): inductor on CPU and CUDA
     (mode "reduce-overhead" adds CUDA graphs), torchair's NPU backend on an Ascend host."""
 
-    def apply(runner) -> None:
+    def apply(runner, patches) -> None:
+        import os
+
         import torch
 
-        device = runner.device.type
-        if mode == "reduce-overhead" and device != "cuda":
-            raise DeviceUnavailableError(f"variant compile-cudagraphs needs a CUDA device, this side runs on {device}")
+        from verify_ate.verify.cache import default_cache_dir
+        from verify_ate.verify.upstream.pi0_modules import SAMPLER
+
+        # inductor keeps the kernels it compiled (a minute of C++ builds on a small CPU, the first time) under
+        # /tmp by default, which a reboot or a CI runner empties; verify-ate's cache persists.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir() / "torchinductor"))
         backend: Any = "inductor"
-        if device == "npu":  # pragma: no cover - Ascend hosts only
+        if runner.device.type == "npu":  # pragma: no cover - Ascend hosts only
             import torchair
 
             backend = torchair.get_npu_backend()
         model = runner.policy.model
-        model.sample_actions = torch.compile(model.sample_actions, backend=backend, mode=mode, dynamic=False)
+        compiled = torch.compile(getattr(model, SAMPLER), backend=backend, mode=mode, dynamic=False)
+        patches.set(model, SAMPLER, compiled)
 
     return apply
 
 
-def gemma_scale_without_one(runner) -> None:
+def gemma_scale_without_one(runner, patches) -> None:
     """Every Gemma RMSNorm multiplies by `weight` where Gemma's is `1 + weight`."""
-    from lerobot.policies.pi_gemma import PiGemmaRMSNorm
+    from verify_ate.verify.upstream.gemma import rmsnorm_class, rmsnorm_forward_times_weight
 
-    for model in _gemma_models(runner.policy):
+    norm_class = rmsnorm_class()
+    for model in _gemma_models(runner):
         for module in model.modules():
-            if isinstance(module, PiGemmaRMSNorm):
-                module.forward = types.MethodType(_rmsnorm_times_weight, module)
+            if isinstance(module, norm_class):
+                patches.set(module, "forward", types.MethodType(rmsnorm_forward_times_weight, module))
 
 
-def _rmsnorm_times_weight(self, x, cond=None):
-    normed = self._norm(x) * self.weight.float()
-    return normed.type_as(x), None
-
-
-def swap_image_channels(runner) -> None:
+def swap_image_channels(runner, patches) -> None:
     """Every camera reaches the vision tower as BGR instead of RGB."""
+    from verify_ate.verify.upstream.pi0_modules import VISION_TOWER
 
     def to_bgr(_module, args, kwargs):
         if args:
             return (args[0].flip(1), *args[1:]), kwargs
         return args, {**kwargs, "pixel_values": kwargs["pixel_values"].flip(1)}
 
-    tower = runner.policy.model.paligemma_with_expert.paligemma.model.vision_tower
-    runner.rewrite_handles.append(tower.register_forward_pre_hook(to_bgr, with_kwargs=True))
+    tower = runner.policy.model.get_submodule(VISION_TOWER)
+    patches.hook(tower.register_forward_pre_hook(to_bgr, with_kwargs=True))
 
 
-def skip_state_normalization(runner) -> None:
+def skip_state_normalization(runner, patches) -> None:
     """The state reaches pi0 in dataset units (degrees), its mean/std normalisation skipped."""
-    from verify.model.processors import STATE_KEY
+    from verify_ate.verify.model.processors import STATE_KEY
 
     def raw_state(processed: dict, raw: dict) -> dict:
         state = raw[STATE_KEY].to(device=processed[STATE_KEY].device, dtype=processed[STATE_KEY].dtype)
         return {**processed, STATE_KEY: state}
 
-    runner.batch_edits.append(raw_state)
+    patches.append(runner.batch_edits, raw_state)
 
 
-def draw_own_noise(runner) -> None:
+def draw_own_noise(runner, patches) -> None:
     """The device under test draws its own Gaussian noise (seed 1) instead of the shared noise file's."""
     import torch
 
@@ -199,19 +175,19 @@ def draw_own_noise(runner) -> None:
         generator = torch.Generator().manual_seed(1)
         return torch.randn(noise.shape, generator=generator, dtype=noise.dtype).to(noise.device)
 
-    runner.noise_edits.append(own_noise)
+    patches.append(runner.noise_edits, own_noise)
 
 
-def perturb_output(path: str, scale: float, seed: int = 0) -> Callable[[Any], None]:
+def perturb_output(path: str, scale: float, seed: int = 0) -> Apply:
     """A relative perturbation of one module's output: y (1 + scale z), z standard normal (seeded,
     drawn once per output shape, on the CPU so every device gets the same values)."""
 
-    def apply(runner) -> None:
+    def apply(runner, patches) -> None:
         import torch
 
         module = dict(runner.policy.model.named_modules()).get(path)
         if module is None:
-            raise InputError(f"no module {path!r} below PI0Policy.model to perturb")
+            raise InputError(f"no module {path!r} in this policy's model to perturb")
         draws: dict = {}
 
         def perturb(_module, _args, output):
@@ -225,7 +201,7 @@ def perturb_output(path: str, scale: float, seed: int = 0) -> Callable[[Any], No
             z = draws[key].to(device=tensor.device, dtype=tensor.dtype)
             return tensor + scale * tensor * z
 
-        runner.rewrite_handles.append(module.register_forward_hook(perturb))
+        patches.hook(module.register_forward_hook(perturb))
 
     return apply
 
@@ -263,13 +239,19 @@ CATALOGUE: dict[str, Rewrite] = {
             apply=fuse_add_rmsnorm,
         ),
         Rewrite(
-            "compile", VARIANT, "torch.compile of the whole prediction (torchair on NPU)", apply=compile_sampler(None)
+            "compile",
+            VARIANT,
+            "torch.compile of the whole prediction (torchair on NPU)",
+            apply=compile_sampler(None),
+            traceable=False,
         ),
         Rewrite(
             "compile-cudagraphs",
             VARIANT,
             "torch.compile with CUDA graphs (mode reduce-overhead; CUDA only)",
             apply=compile_sampler("reduce-overhead"),
+            devices=("cuda",),
+            traceable=False,
         ),
         Rewrite(
             "rmsnorm-coef",
@@ -346,23 +328,39 @@ def parse_names(text: str | Iterable[str], kind: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def apply_rewrites(runner, variants: Iterable[str] = (), faults: Iterable[str] = ()) -> None:
-    """Rewrite `runner`'s loaded policy: the variants, then the faults on top (a fault's attention
-    choice wins over a variant's). Attention recipes are merged and installed once per layer."""
+def applicable(names: Iterable[str], device_type: str) -> tuple[str, ...]:
+    """The names among `names` whose rewrite runs on `device_type`."""
+    return tuple(name for name in names if CATALOGUE[name].runs_on(device_type))
+
+
+def apply_rewrites(runner, patches, variants: Iterable[str] = (), faults: Iterable[str] = ()) -> None:
+    """Rewrite `runner`'s loaded policy, recording every change in `patches` (verify/model/patches.py): the
+    variants, then the faults on top (a fault's attention choice wins over a variant's). Attention recipes
+    are merged and installed once per layer. A rewrite that does not run on this device is
+    DeviceUnavailableError (exit 3)."""
     chosen = [CATALOGUE[name] for name in (*variants, *faults)]
+    for rewrite in chosen:
+        if not rewrite.runs_on(runner.device.type):
+            raise DeviceUnavailableError(
+                f"{rewrite.kind} {rewrite.name} needs a {' or '.join(rewrite.devices or ())} device, this side "
+                f"runs on {runner.device.type}"
+            )
     fields: dict = {}
     for rewrite in chosen:
         fields.update(rewrite.attention)
     if fields.get("kv_swapped") and fields.get("qkv", "separate") == "separate":
         fields["qkv"] = "fused"  # a swap happens in a fused weight
+    from verify_ate.verify.model.attention import AttentionRecipe, install
+
     recipe = AttentionRecipe(**fields)
     if recipe != AttentionRecipe():
-        from transformers.models.gemma.modeling_gemma import GemmaAttention
+        from verify_ate.verify.upstream.gemma import attention_class
 
-        for model in _gemma_models(runner.policy):
+        attention = attention_class()
+        for model in _gemma_models(runner):
             for module in model.modules():
-                if isinstance(module, GemmaAttention):
-                    install(module, recipe)
+                if isinstance(module, attention):
+                    install(module, recipe, patches)
     for rewrite in chosen:
         if rewrite.apply is not None:
-            rewrite.apply(runner)
+            rewrite.apply(runner, patches)

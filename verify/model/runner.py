@@ -21,22 +21,22 @@ from typing import Any
 
 import numpy as np
 
-from noise import FixedNoise, NoiseFileError, check_noise_shape, load_noise
-from verify.errors import InputError
-from verify.model.checkpoint import (
+from verify_ate.noise import FixedNoise, NoiseFileError, check_noise_shape, load_noise
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.checkpoint import (
     check_checkpoint_folder,
     legacy_normalization_stats,
     load_checkpoint_tokenizer,
     load_pi0_config,
     load_policy,
 )
-from verify.model.devices import DeviceTimer, MemoryMonitor, empty_cache, synchronize
-from verify.model.processors import STATE_KEY, checkpoint_processors, make_processors
-from verify.model.seeded import SeededCheckpoint, build_seeded_policy
-from verify.model.tiny import build_byte_tokenizer
-from verify.model.weights import checkpoint_weights
-
-DTYPES = ("float32", "bfloat16")
+from verify_ate.verify.model.devices import DeviceTimer, MemoryMonitor, empty_cache, synchronize
+from verify_ate.verify.model.patches import InstancePatches
+from verify_ate.verify.model.precision import DTYPES
+from verify_ate.verify.model.processors import STATE_KEY, checkpoint_processors, make_processors
+from verify_ate.verify.model.seeded import SeededCheckpoint, build_seeded_policy
+from verify_ate.verify.model.tiny import build_byte_tokenizer
+from verify_ate.verify.model.weights import checkpoint_weights
 
 
 def policy_config_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> Any:
@@ -83,7 +83,7 @@ class Pi0Runner:
         self.faults: tuple[str, ...] = ()
         self.batch_edits: list[Callable[[dict, dict], dict]] = []  # (processed, stacked) -> processed
         self.noise_edits: list[Callable[[Any], Any]] = []
-        self.rewrite_handles: list = []  # hooks a rewrite registered, removed on release
+        self.patches = InstancePatches()  # what `rewrite` changed, undone on release
         if dtype not in DTYPES:
             raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         if isinstance(checkpoint, SeededCheckpoint):
@@ -124,10 +124,28 @@ class Pi0Runner:
 
     def rewrite(self, variants: tuple[str, ...] = (), faults: tuple[str, ...] = ()) -> None:
         """Apply named variants and faults (verify/model/rewrites.py) to this runner's model only."""
-        from verify.model.rewrites import apply_rewrites
+        from verify_ate.verify.model.rewrites import apply_rewrites
 
-        apply_rewrites(self, variants, faults)
+        apply_rewrites(self, self.patches, variants, faults)
         self.variants, self.faults = (*self.variants, *variants), (*self.faults, *faults)
+
+    @contextlib.contextmanager
+    def rewritten(self, variants: tuple[str, ...] = (), faults: tuple[str, ...] = (), extra=None):
+        """This runner's model with the named variants and faults (and `extra(runner, patches)`, a perturbation)
+        applied for the block only; the model is as loaded again afterwards, so one load serves many cases."""
+        from verify_ate.verify.model.rewrites import apply_rewrites
+
+        patches = InstancePatches()
+        before = self.variants, self.faults
+        try:
+            apply_rewrites(self, patches, variants, faults)
+            if extra is not None:
+                extra(self, patches)
+            self.variants, self.faults = (*self.variants, *variants), (*self.faults, *faults)
+            yield self
+        finally:
+            patches.undo()
+            self.variants, self.faults = before
 
     # ------------------------------------------------------------ facts
 
@@ -237,23 +255,9 @@ class Pi0Runner:
 
     # ------------------------------------------------------------ lifetime
 
-    @contextlib.contextmanager
-    def temporary_hooks(self):
-        """Hooks that rewrites register inside the block are removed when it ends (one perturbation at a time)."""
-        kept = len(self.rewrite_handles)
-        try:
-            yield
-        finally:
-            self._remove_hooks(kept)
-
-    def _remove_hooks(self, kept: int = 0) -> None:
-        for handle in self.rewrite_handles[kept:]:
-            handle.remove()
-        del self.rewrite_handles[kept:]
-
     def release(self) -> None:
         """Drop the model and processors and return device memory (so two runners never overlap)."""
-        self._remove_hooks()
+        self.patches.undo()
         for name in ("policy", "preprocessor", "postprocessor"):
             if hasattr(self, name):
                 delattr(self, name)

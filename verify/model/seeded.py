@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verify.model.architecture import architecture_of, architecture_overrides
-from verify.model.checkpoint import LoadReport, build_skeleton_with, float32_modules, materialise
-from verify.model.devices import check_fits
+from verify_ate.verify.model.architecture import architecture_of, architecture_overrides
+from verify_ate.verify.model.checkpoint import LoadReport, build_skeleton_with, float32_modules, materialise
+from verify_ate.verify.model.devices import check_fits
 
 GENERATOR = "splitmix64-uniform-v1"
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -58,7 +58,7 @@ class SeededCheckpoint:
     @property
     def sha256(self) -> str:
         """Stands in for a checkpoint hash: the same recipe gives the same model everywhere."""
-        from verify.model.tiny import _plain
+        from verify_ate.verify.model.tiny import _plain
 
         document = {
             "profile": self.profile,
@@ -73,7 +73,7 @@ class SeededCheckpoint:
         return f"seeded {size} pi0 (seed {self.seed}, {GENERATOR}, nothing on disk)"
 
     def config(self, dtype: str, device: str, num_inference_steps: int | None = None) -> Any:
-        from verify.model.tiny import tiny_pi0_config
+        from verify_ate.verify.model.tiny import tiny_pi0_config
 
         config = tiny_pi0_config(self.profile, dtype=dtype, device="cpu")
         if num_inference_steps is not None:
@@ -86,13 +86,11 @@ def build_seeded_policy(
     recipe: SeededCheckpoint, config: Any, device: Any, on_bytes: Callable[[int, int], None] | None = None
 ) -> tuple[Any, LoadReport]:
     """lerobot's PI0Policy for `config` on `device`, every parameter made by the generator."""
-    import contextlib
 
     import torch
 
     started = time.perf_counter()
-    overrides = architecture_overrides(recipe.architecture) if recipe.architecture else contextlib.nullcontext()
-    policy, buffers = build_skeleton_with(config, overrides)
+    policy, buffers = build_skeleton_with(config, architecture_overrides(recipe.architecture))
     parameters = list({id(p): (name, p) for name, p in policy.named_parameters()}.values())
     parameter_bytes = sum(p.numel() * p.element_size() for _, p in parameters)
     buffer_bytes = sum(b.numel() * b.element_size() for b in policy.buffers())
@@ -163,9 +161,9 @@ def _logical_shift(z: Any, bits: int) -> Any:
 
 def save_seeded_checkpoint(recipe: SeededCheckpoint, out_dir: Path, device: Any, progress: Any = None) -> Path:
     """Write the recipe's model (float32, made on `device`) as a lerobot checkpoint folder at `out_dir`."""
-    from verify.errors import InputError
-    from verify.model.processors import make_processors
-    from verify.model.tiny import build_byte_tokenizer, write_checkpoint
+    from verify_ate.verify.errors import InputError
+    from verify_ate.verify.model.processors import make_processors
+    from verify_ate.verify.model.tiny import build_byte_tokenizer, write_checkpoint
 
     if out_dir.exists():
         raise InputError(f"{out_dir}: already exists; refusing to overwrite a checkpoint folder")

@@ -19,18 +19,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from verify.configs import CONFIGS_DIR, read_yaml
-from verify.errors import InputError
-from verify.model.architecture import (
+from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.architecture import (
     ARCHITECTURE_FILE,
-    EXPERT_VARIANT,
     SPECIAL_TOKENS,
-    VLM_VARIANT,
     architecture_of,
     architecture_overrides,
     validate_profile,
 )
-from verify.model.processors import make_processors
+from verify_ate.verify.model.processors import make_processors
+from verify_ate.verify.upstream.pi0_build import EXPERT_VARIANT, VLM_VARIANT
 
 PROFILE_FILE = CONFIGS_DIR / "profiles" / "tiny_pi0.yaml"
 FULL_PROFILE_FILE = CONFIGS_DIR / "profiles" / "full_pi0.yaml"

@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from reports.atomic import write_text
-from verify.configs import CONFIGS_DIR, read_yaml
-from verify.errors import InputError
-from verify.model.architecture import architecture_of
-from verify.model.processors import make_processors
-from verify.model.tiny import build_byte_tokenizer, build_tiny_policy, load_tiny_profile, write_checkpoint
+from verify_ate.reports.atomic import write_text
+from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.architecture import architecture_of
+from verify_ate.verify.model.processors import make_processors
+from verify_ate.verify.model.tiny import build_byte_tokenizer, build_tiny_policy, load_tiny_profile, write_checkpoint
 
 RECIPE_FILE = CONFIGS_DIR / "profiles" / "demo_training.yaml"
 COMMITTED_POLICY = Path(__file__).resolve().parent / "demo_policy"
@@ -124,7 +124,7 @@ def training_batch(frames: list[dict], preprocessor: Any, camera_keys: list[str]
     normalised): the tensors whose first axis is the N frames, e.g. action [N, chunk_size, A]."""
     import torch
 
-    from verify.model.runner import stack_frames
+    from verify_ate.verify.model.runner import stack_frames
 
     batch = stack_frames(frames, camera_keys)
     for key in ("action", "action_is_pad"):
@@ -282,7 +282,7 @@ def plot_loss_curve(losses: list[float], out_png: Path) -> Path:
     import numpy as np
     from matplotlib.figure import Figure  # a figure without pyplot: no backend, no window
 
-    from reports.plots import save_figure
+    from verify_ate.reports.plots import save_figure
 
     values = np.asarray(losses, dtype=np.float64)
     window = min(FINAL_LOSS_STEPS, len(values))

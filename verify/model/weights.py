@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verify.errors import InputError
+from verify_ate.verify.errors import InputError
 
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -27,7 +27,7 @@ CHUNK_BYTES = 16 * 2**20
 HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the JSON header
 
 # safetensors dtype name -> (torch dtype name, bytes per element)
-DTYPES = {
+STORED_DTYPES = {
     "F64": ("float64", 8),
     "F32": ("float32", 4),
     "F16": ("float16", 2),
@@ -89,10 +89,10 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             begin, end = int(begin), int(end)
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{path}: corrupt safetensors header entry for tensor {name!r}") from None
-        if dtype not in DTYPES:
+        if dtype not in STORED_DTYPES:
             raise InputError(f"{path}: tensor {name!r} has dtype {dtype!r}, which verify-ate does not read")
         entry = TensorEntry(path, data_start + begin, end - begin, dtype, shape)
-        if end < begin or entry.nbytes != entry.numel * DTYPES[dtype][1]:
+        if end < begin or entry.nbytes != entry.numel * STORED_DTYPES[dtype][1]:
             raise InputError(f"{path}: tensor {name!r}: byte range [{begin}, {end}) does not fit shape {list(shape)}")
         if entry.offset + entry.nbytes > size:
             raise InputError(
@@ -177,8 +177,8 @@ def read_into(entry: TensorEntry, target: Any, on_bytes: Callable[[int], None] |
 
     if tuple(target.shape) != entry.shape:
         raise InputError(f"{entry.path}: tensor of shape {list(entry.shape)} cannot fill {list(target.shape)}")
-    dtype = getattr(torch, DTYPES[entry.dtype][0])
-    itemsize = DTYPES[entry.dtype][1]
+    dtype = getattr(torch, STORED_DTYPES[entry.dtype][0])
+    itemsize = STORED_DTYPES[entry.dtype][1]
     if target.device.type == "cpu" and target.dtype == dtype and target.is_contiguous() and entry.nbytes:
         raw = memoryview(target.view(-1).view(torch.uint8).numpy())
         with entry.path.open("rb") as handle:
@@ -210,7 +210,7 @@ def read_tensor(entry: TensorEntry) -> Any:
     """One whole tensor on the CPU, in its stored dtype."""
     import torch
 
-    tensor = torch.empty(entry.shape, dtype=getattr(torch, DTYPES[entry.dtype][0]))
+    tensor = torch.empty(entry.shape, dtype=getattr(torch, STORED_DTYPES[entry.dtype][0]))
     read_into(entry, tensor)
     return tensor
 

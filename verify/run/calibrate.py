@@ -15,24 +15,28 @@ from dataclasses import replace
 
 import numpy as np
 
-from noise import FixedNoise
-from verify.compare.calibration import Calibration, benign_floor, calibration_from_floors, seed_ceiling
-from verify.compare.gate import GateConfig
-from verify.run.sides import RunInputs, SideConfig, load_runner
+from verify_ate.noise import FixedNoise
+from verify_ate.verify.compare.calibration import Calibration, benign_floor, calibration_from_floors, fixed_ceiling
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.run.sides import RunInputs, SideConfig, load_runner
 
 BATCH_NEIGHBOURS = 3  # other frames of the episode the calibrated frame is batched with
+STEPS = 2  # progress steps a calibration takes: the reference's own floors, then the other precision
 
 
 def measure_calibration(
-    reference: SideConfig, inputs: RunInputs, noise: FixedNoise, gate: GateConfig, progress=None
+    reference: SideConfig, inputs: RunInputs, noise: FixedNoise, gate: GateConfig, progress=None, runner=None
 ) -> Calibration:
-    """The floors of `reference` on `inputs` and `noise` (the first frame of the observations)."""
+    """The floors of `reference` on `inputs` and `noise` (the first frame of the observations). `runner`: the
+    reference's model when it is loaded already (the self-test's), else it is loaded here. Takes STEPS
+    progress steps."""
     step = progress.step if progress is not None else (lambda message: None)
     frames = inputs.observations.frames[:1]
     stats = inputs.observations.stats
     changed: dict[str, np.ndarray] = {}
     step(f"calibrating: the noise floor of {reference.label}")
-    with load_runner(reference, inputs.checkpoint, stats) as runner:
+    loaded = load_runner(reference, inputs.checkpoint, stats) if runner is None else contextlib.nullcontext(runner)
+    with loaded as runner:
         base = runner.predict(frames, noise)
         if runner.device.type == "cpu":
             with _threads(runner):
@@ -57,7 +61,7 @@ def measure_calibration(
         "observation": {key: inputs.observations.description.get(key) for key in ("dataset", "episode", "frames")},
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    ceiling = seed_ceiling(gate.position_tolerance_m, gate.orientation_tolerance_rad)
+    ceiling = fixed_ceiling(gate.position_tolerance_m, gate.orientation_tolerance_rad)
     return calibration_from_floors(floors, ceiling, provenance)
 
 
@@ -88,7 +92,7 @@ def _tf32():
 
 def _neighbour_frames(inputs: RunInputs) -> list[dict]:
     """Up to BATCH_NEIGHBOURS other frames of the same episode, spread over it."""
-    from verify.data.observation import load_frames
+    from verify_ate.verify.data.observation import load_frames
 
     description = inputs.observations.description
     length = int(description.get("episode_length") or 0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from verify.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, DeviceUnavailableError, InputError
+from verify_ate.verify.errors import EXIT_BAD_INPUT, DeviceUnavailableError, InputError, exit_code
 
 MESSAGE_BYTES = 1024  # one failure message per rank travels in a fixed-size byte row
 
@@ -54,7 +54,7 @@ def torchrun_world() -> tuple[int, int, int]:
 def rank_device(spec: str, local_rank: int, world_size: int) -> str:
     """The device of this rank: `cuda`/`npu` without an index become `cuda:LOCAL_RANK`/`npu:LOCAL_RANK`
     under torchrun; an explicit index and `cpu` stay as written."""
-    from verify.model.devices import parse_device
+    from verify_ate.verify.model.devices import parse_device
 
     parsed = parse_device(spec)
     if world_size > 1 and parsed.backend in ("cuda", "npu") and parsed.index is None:
@@ -64,7 +64,7 @@ def rank_device(spec: str, local_rank: int, world_size: int) -> str:
 
 def backend_for(device_specs) -> tuple[str, str]:
     """(torch.distributed backend string, accelerator kind or 'cpu') for the sides' devices."""
-    from verify.model.devices import parse_device
+    from verify_ate.verify.model.devices import parse_device
 
     kinds = {parse_device(spec).backend for spec in device_specs}
     if "npu" in kinds:
@@ -74,19 +74,15 @@ def backend_for(device_specs) -> tuple[str, str]:
     return "gloo", "cpu"
 
 
+def batch_owners(n_batches: int, world_size: int) -> list[int]:
+    """The rank that runs each batch: batch b on rank b mod world_size, so every batch holds the same frames
+    and noise rows whatever the number of ranks."""
+    return [batch % world_size for batch in range(n_batches)]
+
+
 def batches_of_rank(n_batches: int, rank: int, world_size: int) -> list[int]:
-    return list(range(rank, n_batches, world_size))
-
-
-def error_code(error: BaseException | None) -> int:
-    if error is None:
-        return 0
-    from kinematics import RobotConfigError
-    from noise import NoiseFileError
-
-    if isinstance(error, (InputError, NoiseFileError, RobotConfigError)):
-        return EXIT_BAD_INPUT
-    return EXIT_UNAVAILABLE
+    """The batches `rank` runs (see `batch_owners`)."""
+    return [batch for batch, owner in enumerate(batch_owners(n_batches, world_size)) if owner == rank]
 
 
 @dataclass
@@ -136,7 +132,8 @@ class Group:
         message = np.zeros(MESSAGE_BYTES, dtype=np.uint8)
         text = f"{type(error).__name__}: {error}".encode()[:MESSAGE_BYTES] if error is not None else b""
         message[: len(text)] = np.frombuffer(text, dtype=np.uint8)
-        row = torch.from_numpy(np.concatenate([[error_code(error)], message]).astype(np.int32))
+        code = 0 if error is None else exit_code(error)
+        row = torch.from_numpy(np.concatenate([[code], message]).astype(np.int32))
         rows = [torch.zeros_like(row) for _ in range(self.world_size)]
         dist.all_gather(rows, row)
         failed = [(rank, int(r[0])) for rank, r in enumerate(rows) if int(r[0]) != 0]
@@ -238,7 +235,7 @@ def start_group(device_specs) -> Group:
     backend, accelerator = backend_for(device_specs)
     data_device = "cpu" if accelerator == "cpu" else f"{accelerator}:{local_rank}"
     if accelerator != "cpu":
-        from verify.model.devices import resolve_device
+        from verify_ate.verify.model.devices import resolve_device
 
         # The backend at all (no CUDA GPU, no torch_npu, which also registers hccl): every rank
         # fails alike here, exit 3 with the device's own message, before any collective.
@@ -251,7 +248,7 @@ def start_group(device_specs) -> Group:
     group = Group(rank, world_size, local_rank, backend, data_device)
     if accelerator != "cpu":
         try:
-            from verify.model.devices import resolve_device
+            from verify_ate.verify.model.devices import resolve_device
 
             resolve_device(data_device)
             getattr(torch, accelerator).set_device(local_rank)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from noise import FixedNoise, check_noise_shape, make_noise
-from verify.errors import InputError
+from verify_ate.noise import FixedNoise, check_noise_shape, make_noise
+from verify_ate.verify.errors import InputError
 
 # ---------------------------------------------------------------- what to sweep
 
@@ -122,7 +122,7 @@ def plan_sweep(
     dataset: Path, episodes: list[int] | None, frame_range: FrameRange, seeds: list[int] | None, batch_size: int
 ) -> SweepPlan:
     """Checks the episodes and frames against the dataset's metadata (no decoding); clips STOP per episode."""
-    from verify.data.observation import episode_row, inspect_dataset
+    from verify_ate.verify.data.observation import episode_row, inspect_dataset
 
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
@@ -232,7 +232,7 @@ class SweepSelection:
             )
 
     def noise_source(self) -> NoiseSource:
-        from noise import load_noise
+        from verify_ate.noise import load_noise
 
         if self.noise is not None:
             return NoiseSource(fixed=load_noise(self.noise), path=str(self.noise))

@@ -1,31 +1,35 @@
 """The self-test: is this gate tight enough for this model? Every variant and every fault against the
-unmodified reference, on the same inputs, each judged by the seed's and the calibrated bounds and
-traced module by module; and, on request, how small a perturbation of each module the gate misses.
+unmodified reference, on the same inputs, each judged by the fixed and the calibrated bounds and traced
+module by module; and, on request, how small a perturbation of each module the gate misses.
 
-The reference runs once, hooked, and keeps its module outputs (verify/run/trace.py); every case then
-loads the device-under-test side with one rewrite (verify/model/rewrites.py), runs hooked against
-those outputs, and is compared like any run (verify/compare/). A variant should pass the calibrated
-gate; a fault should fail it with the trace naming the module the fault broke.
+One model is loaded and serves every case: the reference runs once, hooked, and keeps its module outputs
+(verify/run/trace/); each case then rewrites that same model (verify/model/rewrites.py), runs hooked
+against those outputs, is compared like any run (verify/compare/), and is undone. A variant should pass
+the calibrated gate; a fault should fail it with the trace naming the module the fault broke.
+What is not reused, and why: the calibration's other precision needs a model built in that dtype
+(verify/run/calibrate.py); a compiled case compiles on first use (torch's inductor keeps its kernels in
+its own cache across runs, which is all that can be reused of it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from noise import FixedNoise
-from verify.compare.artifact import TrajectoryArtifact
-from verify.compare.comparator import ComparisonResult, compare
-from verify.compare.gate import GateConfig
-from verify.configs import CONFIGS_DIR, read_yaml
-from verify.errors import InputError
-from verify.run.sides import RunInputs, SideConfig, load_runner, side_artifact
-from verify.run.trace import ModuleRecorder, ReferenceStore, TraceConfig, UnderTestComparator
+from verify_ate.noise import FixedNoise
+from verify_ate.verify.compare.artifact import TrajectoryArtifact
+from verify_ate.verify.compare.comparator import ComparisonResult, compare
+from verify_ate.verify.compare.gate import GateConfig
+from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.model.rewrites import FAULT, VARIANT, Rewrite
+from verify_ate.verify.run.sides import RunInputs, SideConfig, side_artifact
+from verify_ate.verify.run.trace.config import ModuleRule, TraceConfig
 
 SELFTEST_FILE = CONFIGS_DIR / "selftest.yaml"
-VARIANT, FAULT, PERTURBATION = "variant", "fault", "perturbation"
 
 
 @dataclass(frozen=True)
@@ -34,18 +38,18 @@ class SelftestConfig:
 
     trace_tolerance: float
     scales: tuple[float, ...]
-    modules: tuple[tuple[str, str], ...]  # (path below PI0Policy.model, label)
-    seed: int = 0
+    modules: tuple[ModuleRule, ...]  # perturbed one at a time (roles of the fence, or paths of one's own)
+    seed: int = 0  # of the perturbation's draws
 
     @classmethod
     def from_file(cls, path: Path = SELFTEST_FILE) -> SelftestConfig:
         document = read_yaml(path, "self-test settings")
         try:
             config = cls(
-                float(document["trace_relative_tolerance"]),
-                tuple(sorted(float(s) for s in document["sensitivity"]["scales"])),
-                tuple((str(m["path"]), str(m["label"])) for m in document["sensitivity"]["modules"]),
-                int(document["sensitivity"].get("seed", 0)),
+                trace_tolerance=float(document["trace_relative_tolerance"]),
+                scales=tuple(sorted(float(s) for s in document["sensitivity"]["scales"])),
+                modules=tuple(ModuleRule.parse(m) for m in document["sensitivity"]["modules"]),
+                seed=int(document["sensitivity"].get("seed", 0)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{path}: invalid self-test settings ({type(error).__name__}: {error})") from None
@@ -61,15 +65,15 @@ class CaseResult:
     name: str
     kind: str
     summary: str
-    seed_pass: bool
-    calibrated_pass: bool
-    position: float  # the gate's statistic, metres
-    orientation: float  # radians (the gated orientation series)
-    statistic: str
-    exact: bool  # actions byte-equal to the reference's
-    first_module: str | None  # the trace's first module over tolerance
     expected_module: str | None  # where a fault's damage should show first
-    error: str | None = None  # a case that could not run (e.g. compile-cudagraphs off CUDA)
+    fixed_pass: bool = False  # the fixed bounds (configs/thresholds.yaml, the Ascend port's criterion)
+    calibrated_pass: bool = False
+    position: float = float("nan")  # the gate's statistic, metres
+    orientation: float = float("nan")  # radians (the gated orientation series)
+    statistic: str = ""
+    exact: bool = False  # actions byte-equal to the reference's
+    first_module: str | None = None  # the trace's first module over tolerance
+    error: str | None = None  # a case that could not run here
 
     @property
     def ok(self) -> bool:
@@ -94,9 +98,9 @@ class CaseResult:
         return f"caught, but first diverging at {self.first_module or 'no traced module'}, not {self.expected_module}"
 
     @property
-    def seed_misses(self) -> bool:
-        """A fault the seed's fixed bounds let through."""
-        return self.kind == FAULT and self.seed_pass
+    def fixed_misses(self) -> bool:
+        """A fault the fixed bounds let through."""
+        return self.kind == FAULT and self.error is None and self.fixed_pass
 
     def as_dict(self) -> dict:
         return {
@@ -105,9 +109,11 @@ class CaseResult:
             "summary": self.summary,
             "ok": self.ok,
             "outcome": self.outcome,
-            "seed_pass": self.seed_pass,
+            "fixed_pass": self.fixed_pass,
+            "seed_pass": self.fixed_pass,  # the old name, kept for one release (CHANGELOG)
             "calibrated_pass": self.calibrated_pass,
-            "seed_misses": self.seed_misses,
+            "fixed_misses": self.fixed_misses,
+            "seed_misses": self.fixed_misses,  # the old name, kept for one release (CHANGELOG)
             "position": self.position,
             "orientation": self.orientation,
             "stat": self.statistic,
@@ -127,7 +133,7 @@ class SensitivityRow:
     scales: list[float]
     position: list[float] = field(default_factory=list)
     orientation: list[float] = field(default_factory=list)
-    seed_pass: list[bool] = field(default_factory=list)
+    fixed_pass: list[bool] = field(default_factory=list)
     calibrated_pass: list[bool] = field(default_factory=list)
 
     @staticmethod
@@ -135,125 +141,131 @@ class SensitivityRow:
         return next((scale for scale, ok in zip(scales, passed, strict=True) if not ok), None)
 
     def as_dict(self) -> dict:
+        fixed = self._smallest_failing(self.scales, self.fixed_pass)
+        calibrated = self._smallest_failing(self.scales, self.calibrated_pass)
         return {
             "path": self.path,
             "label": self.label,
             "scales": self.scales,
             "position": self.position,
             "orientation": self.orientation,
-            "seed_pass": self.seed_pass,
+            "fixed_pass": self.fixed_pass,
+            "seed_pass": self.fixed_pass,  # the old name, kept for one release (CHANGELOG)
             "calibrated_pass": self.calibrated_pass,
-            "smallest_failing_seed": self._smallest_failing(self.scales, self.seed_pass),
-            "smallest_failing_calibrated": self._smallest_failing(self.scales, self.calibrated_pass),
+            "smallest_failing_scale_fixed": fixed,
+            "smallest_failing_scale_calibrated": calibrated,
+            "smallest_failing_seed": fixed,  # the old names, kept for one release (CHANGELOG)
+            "smallest_failing_calibrated": calibrated,
         }
 
 
 class SelftestHarness:
-    """The reference's outputs, kept once, and everything judged against them."""
+    """The reference's outputs, kept once from one loaded model, and every case judged against them."""
 
     def __init__(
         self,
+        runner: Any,
         side: SideConfig,
         inputs: RunInputs,
         gate: GateConfig,
         config: SelftestConfig,
         noise: FixedNoise,
-        progress=None,
+        progress: Any = None,
     ):
-        """Runs the reference once, hooked. gate: with its calibration; noise: what every run receives."""
-        self.side, self.inputs, self.gate, self.config, self.noise = side, inputs, gate, config, noise
+        """Runs the reference once on `runner` (this side's loaded model), hooked. gate: with its calibration;
+        noise: what every run receives. Takes REFERENCE_STEPS progress steps."""
+        from verify_ate.verify.run.trace.store import ReferenceStore
+
+        self.runner, self.side, self.inputs, self.gate, self.config, self.noise = (
+            runner,
+            side,
+            inputs,
+            gate,
+            config,
+            noise,
+        )
         self.progress = progress
         self.trace_config = replace(TraceConfig.from_file(), relative_tolerance=config.trace_tolerance)
         self.store = ReferenceStore(self.trace_config)
-        self.reference = self._run(side, self.store)
+        self._step(f"running {side.label}")
+        self.reference = self._predict(side, self.store)
+
+    REFERENCE_STEPS = 1
+    CASE_STEPS = 1  # per case
 
     def _step(self, message: str) -> None:
         if self.progress is not None:
             self.progress.step(message)
 
-    def _run(self, side: SideConfig, sink) -> TrajectoryArtifact:
-        """One hooked prediction of `side` (`sink` gets every traced output; None: not hooked)."""
-        self._step(f"running {side.label}")
-        with self._loaded(side) as runner:
-            return self._predict(side, runner, sink)
+    def _predict(self, side: SideConfig, sink: Any) -> TrajectoryArtifact:
+        """One prediction of the model as it stands (`sink` gets every traced output; None: not hooked)."""
+        from verify_ate.verify.run.trace.hooks import ModuleRecorder
 
-    def _loaded(self, side: SideConfig):
-        return load_runner(side, self.inputs.checkpoint, self.inputs.observations.stats)
-
-    def _predict(self, side: SideConfig, runner, sink) -> TrajectoryArtifact:
         frames = self.inputs.observations.frames[:1]
-        if sink is None:  # compiled models are not hooked: the compiler would trace the hooks
-            actions = runner.predict(frames, self.noise)
+        if sink is None:
+            actions = self.runner.predict(frames, self.noise)
         else:
-            with ModuleRecorder(runner.policy.model, self.trace_config, len(frames), 0, sink):
-                actions = runner.predict(frames, self.noise)
-        return side_artifact(side, self.inputs, runner, actions, self.noise)
+            with ModuleRecorder(self.runner.policy.model, self.trace_config, len(frames), 0, sink):
+                actions = self.runner.predict(frames, self.noise)
+        return side_artifact(side, self.inputs, self.runner, actions, self.noise)
 
     def judge(self, under_test: TrajectoryArtifact) -> ComparisonResult:
         return compare(self.reference, under_test, self.inputs.robot, self.gate)
 
-    def case(self, name: str, kind: str, summary: str, expected_module: str | None) -> CaseResult:
-        """One rewrite on the device-under-test side, judged and traced."""
-        side = replace(self.side, variants=(name,)) if kind == VARIANT else replace(self.side, faults=(name,))
-        traced = not name.startswith("compile")
-        comparator = UnderTestComparator(self.store, self.trace_config.relative_tolerance) if traced else None
+    def case(self, rewrite: Rewrite) -> CaseResult:
+        """One rewrite of the loaded model, run, judged and traced (module hooks where the rewrite is
+        traceable: a compiled model runs without them), then undone."""
+        from verify_ate.verify.run.trace.comparator import UnderTestComparator
+
+        named = (rewrite.name,)
+        variants, faults = (named, ()) if rewrite.kind == VARIANT else ((), named)
+        side = replace(self.side, variants=variants, faults=faults)
+        expected = {"name": rewrite.name, "kind": rewrite.kind, "summary": rewrite.summary}
+        expected["expected_module"] = rewrite.first_module
+        self._step(f"running {side.label}")
+        comparator = None
+        if rewrite.traceable:
+            comparator = UnderTestComparator(self.store, self.trace_config.relative_tolerance)
         try:
-            under_test = self._run(side, comparator)
+            with self.runner.rewritten(variants, faults):
+                under_test = self._predict(side, comparator)
         except Exception as error:  # a case that cannot run here is a row of the table, not the end of the test
-            if isinstance(error, KeyboardInterrupt):
-                raise
-            return CaseResult(
-                name,
-                kind,
-                summary,
-                False,
-                False,
-                np.nan,
-                np.nan,
-                "",
-                False,
-                None,
-                expected_module,
-                f"{type(error).__name__}: {error}",
-            )
+            return CaseResult(**expected, error=f"{type(error).__name__}: {error}")
         result = self.judge(under_test)
-        first = None
-        if comparator is not None:
-            entry = next((e for e in comparator.entries() if e.crossed), None)
-            first = entry.name if entry is not None else None
         assert result.calibrated_gate is not None
+        first = comparator.first_crossed() if comparator is not None else None
         return CaseResult(
-            name,
-            kind,
-            summary,
-            result.gate.passed,
-            result.calibrated_gate.passed,
-            float(result.position.statistics.get(self.gate.statistic)),
-            float(result.gated_orientation.statistics.get(self.gate.statistic)),
-            self.gate.statistic,
-            bool(np.array_equal(self.reference.actions, under_test.actions)),
-            first,
-            expected_module,
+            **expected,
+            fixed_pass=result.gate.passed,
+            calibrated_pass=result.calibrated_gate.passed,
+            position=float(result.position.statistics.get(self.gate.statistic)),
+            orientation=float(result.gated_orientation.statistics.get(self.gate.statistic)),
+            statistic=self.gate.statistic,
+            exact=bool(np.array_equal(self.reference.actions, under_test.actions)),
+            first_module=first.name if first is not None else None,
         )
 
     def sensitivity(self) -> list[SensitivityRow]:
-        """Per configured module, every scale's statistics and verdicts: one model, loaded once, with one
-        perturbation hook at a time."""
-        from verify.model.rewrites import perturb_output
+        """Per configured module, every scale's statistics and verdicts: one perturbation hook at a time on the
+        loaded model. Takes `sensitivity_steps(config)` progress steps."""
+        from verify_ate.verify.model.rewrites import perturb_output
 
         rows = []
-        with self._loaded(self.side) as runner:
-            for path, label in self.config.modules:
-                row = SensitivityRow(path, label, list(self.config.scales))
-                for scale in self.config.scales:
-                    self._step(f"perturbing {label} by {scale:g}")
-                    with runner.temporary_hooks():
-                        perturb_output(path, scale, self.config.seed)(runner)
-                        result = self.judge(self._predict(self.side, runner, None))
-                    assert result.calibrated_gate is not None
-                    row.position.append(float(result.position.statistics.get(self.gate.statistic)))
-                    row.orientation.append(float(result.gated_orientation.statistics.get(self.gate.statistic)))
-                    row.seed_pass.append(result.gate.passed)
-                    row.calibrated_pass.append(result.calibrated_gate.passed)
-                rows.append(row)
+        for rule in self.config.modules:
+            row = SensitivityRow(rule.path, rule.label, list(self.config.scales))
+            for scale in self.config.scales:
+                self._step(f"perturbing {rule.label} by {scale:g}")
+                with self.runner.rewritten(extra=perturb_output(rule.path, scale, self.config.seed)):
+                    result = self.judge(self._predict(self.side, None))
+                assert result.calibrated_gate is not None
+                row.position.append(float(result.position.statistics.get(self.gate.statistic)))
+                row.orientation.append(float(result.gated_orientation.statistics.get(self.gate.statistic)))
+                row.fixed_pass.append(result.gate.passed)
+                row.calibrated_pass.append(result.calibrated_gate.passed)
+            rows.append(row)
         return rows
+
+
+def sensitivity_steps(config: SelftestConfig) -> int:
+    """Progress steps `SelftestHarness.sensitivity` takes: one per module and scale."""
+    return len(config.modules) * len(config.scales)

@@ -16,17 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kinematics import RobotModel
-from noise import FixedNoise, check_noise_shape, make_noise
-from verify.compare.artifact import SCHEMA, TrajectoryArtifact
-from verify.errors import InputError
+from verify_ate.kinematics import RobotModel
+from verify_ate.noise import FixedNoise, check_noise_shape, make_noise
+from verify_ate.verify.compare.artifact import SCHEMA, TrajectoryArtifact
+from verify_ate.verify.errors import InputError
 
 if TYPE_CHECKING:  # the dataset reader needs pyarrow and the runner torch, which the model-free commands do without
-    from verify.data.observation import ObservationSet
-    from verify.model.runner import Pi0Runner
-    from verify.model.seeded import SeededCheckpoint
+    from verify_ate.verify.data.observation import ObservationSet
+    from verify_ate.verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.seeded import SeededCheckpoint
 
-DTYPES = ("float32", "bfloat16")
+
+LOAD_STEPS = 1  # progress steps loading a model takes
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,8 @@ def load_runner(
 ) -> Pi0Runner:
     """This side's pi0 on its device (or on `device`, a rank's own one); use it as a context to release it.
     `progress` shows the bytes of weights read."""
-    from verify.model.devices import resolve_device
-    from verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.devices import resolve_device
+    from verify_ate.verify.model.runner import Pi0Runner
 
     runner = Pi0Runner(
         checkpoint,
@@ -91,6 +92,11 @@ def load_runner(
             runner.release()
             raise
     return runner
+
+
+def run_side_steps(side: SideConfig) -> int:
+    """Progress steps `run_side` takes: loading, predicting, and timing when asked."""
+    return LOAD_STEPS + 1 + (1 if side.iters > 0 else 0)
 
 
 def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[TrajectoryArtifact, FixedNoise]:
@@ -123,7 +129,7 @@ def side_artifact(
     side: SideConfig, inputs: RunInputs, runner, actions, noise: FixedNoise, latency: dict | None = None
 ) -> TrajectoryArtifact:
     """One side's predicted actions [N, T, J] on `inputs` with `noise`, and the meta every side writes."""
-    from verify.model.devices import device_description
+    from verify_ate.verify.model.devices import device_description
 
     observations = inputs.observations
     meta = artifact_meta(
@@ -170,7 +176,7 @@ def artifact_meta(
     joint_names: list[str] | None = None,
 ) -> dict:
     """The one builder of a trajectory artifact's `meta` (the keys the file contract requires and more)."""
-    from verify.model.devices import runtime_versions
+    from verify_ate.verify.model.devices import runtime_versions
 
     return {
         "schema": SCHEMA,
@@ -219,7 +225,7 @@ def dataset_action_names(features: dict, dataset: str, robot: RobotModel) -> lis
 def check_cameras(features: dict, dataset: str, checkpoint: Path | SeededCheckpoint) -> None:
     """Every camera the checkpoint's policy reads must be in the dataset (info.json `features`); checked
     from the config, before any model is loaded."""
-    from verify.model.runner import policy_config_of
+    from verify_ate.verify.model.runner import policy_config_of
 
     cameras = list(policy_config_of(checkpoint).image_features)
     missing = [camera for camera in cameras if camera not in features]

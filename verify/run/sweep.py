@@ -26,17 +26,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kinematics import RobotModel
-from verify.compare.artifact import TrajectoryArtifact
-from verify.compare.gate import GateCheck, GateConfig, GateResult
-from verify.compare.metrics import SERIES_UNITS, statistic
-from verify.errors import InputError
-from verify.run.plan import NoiseSource, SweepPlan, SweepUnit
-from verify.run.sides import SideConfig, artifact_meta, check_action_width, load_runner, runner_facts
-from verify.run.trace import TraceRequest, TraceResult, trace_divergence
+from verify_ate.kinematics import RobotModel
+from verify_ate.verify.compare.artifact import TrajectoryArtifact
+from verify_ate.verify.compare.gate import GateCheck, GateConfig, GateResult
+from verify_ate.verify.compare.metrics import SERIES_UNITS, statistic
+from verify_ate.verify.errors import InputError
+from verify_ate.verify.run.plan import NoiseSource, SweepPlan, SweepUnit
+from verify_ate.verify.run.sides import (
+    LOAD_STEPS,
+    SideConfig,
+    artifact_meta,
+    check_action_width,
+    load_runner,
+    runner_facts,
+)
+from verify_ate.verify.run.trace.config import TraceRequest
+from verify_ate.verify.run.trace.result import TraceResult
 
 if TYPE_CHECKING:
-    from verify.model.seeded import SeededCheckpoint
+    from verify_ate.verify.model.seeded import SeededCheckpoint
 
 ROW_COLUMNS = (
     "episode",
@@ -62,7 +70,7 @@ class FrameLoader:
         self.seconds = 0.0
 
     def load(self, units: list[SweepUnit]) -> tuple[list[dict], list[str]]:
-        from verify.data.observation import load_frames, observation_sha256
+        from verify_ate.verify.data.observation import load_frames, observation_sha256
 
         started = time.perf_counter()
         by_episode: dict[int, list[int]] = {}
@@ -97,6 +105,11 @@ class SidePass:
     latency: dict | None = None
 
 
+def side_pass_steps(side: SideConfig, n_batches: int, measure_latency: bool) -> int:
+    """Progress steps `run_side_pass` takes: loading, one per batch, and timing when asked."""
+    return LOAD_STEPS + n_batches + (1 if measure_latency and side.iters > 0 else 0)
+
+
 def run_side_pass(
     side: SideConfig,
     checkpoint: Path,
@@ -109,8 +122,9 @@ def run_side_pass(
     device: str | None = None,
     measure_latency: bool = False,
 ) -> SidePass:
-    """Load this side's pi0, run the given batches (one forward pass each), release it."""
-    from verify.model.devices import device_description, synchronize
+    """Load this side's pi0, run the given batches (one forward pass each), release it. Takes
+    `side_pass_steps(side, len(batch_ids), measure_latency)` progress steps."""
+    from verify_ate.verify.model.devices import device_description, synchronize
 
     step = progress.step if progress is not None else (lambda message: None)
     loader = FrameLoader(plan.dataset)
@@ -136,8 +150,9 @@ def run_side_pass(
                 actions[unit.index] = chunk
                 hashes[unit.index] = digest
             if measure_latency and count == 0 and side.iters > 0:
-                step(f"timing {side.iters} calls of a {len(units)}-frame batch on {side.label}")
-                latency = runner.measure_latency(frames, rows, warmup=side.warmup, iters=side.iters)
+                # One inference (one frame), as the one-shot form times it; the passes time the batches.
+                step(f"timing {side.iters} calls of one inference on {side.label}")
+                latency = runner.measure_latency(frames[:1], rows[:1], warmup=side.warmup, iters=side.iters)
         facts = runner_facts(runner, device_description(torch_device))
     return SidePass(actions, hashes, predict_seconds, loader.seconds, tuple(shape), facts, latency)
 
@@ -252,9 +267,21 @@ def frame_gate_checks(plan: SweepPlan, table: FrameTable, config: GateConfig) ->
         message = (
             f"per-frame {name} {table.statistic}: worst {value_text} ({unit_name(plan, worst_index)}) "
             f"{'within' if passed else 'OVER'} bound {bound:g} {unit_symbol}; {int(bad.sum())} of "
-            f"{len(values)} frames over"
+            f"{len(values)} chunks over"
         )
-        checks.append(GateCheck(f"per-frame {name}", passed, worst, bound, unit_symbol, table.statistic, message))
+        checks.append(
+            GateCheck(
+                f"per-frame {name}",
+                passed,
+                worst,
+                bound,
+                unit_symbol,
+                table.statistic,
+                message,
+                kind=name,
+                per_frame=True,
+            )
+        )
     return tuple(checks)
 
 
@@ -281,7 +308,7 @@ class SweepRequest:
 class SweepOutcome:
     """Rank 0's view after the sweep: the comparison (pooled + per-frame gate) and the per-frame table."""
 
-    result: object  # verify.compare.ComparisonResult, gate extended with the per-frame checks
+    result: object  # verify_ate.verify.compare.ComparisonResult, gate extended with the per-frame checks
     table: FrameTable
     plan: SweepPlan
     timing: dict
@@ -298,10 +325,11 @@ class SweepOutcome:
         summary["sweep"] = {
             **self.plan.description(),
             "dataset": str(self.plan.dataset),
-            "frame_stat": self.table.statistic
-            if any(c.name.startswith("per-frame") for c in self.result.gate.checks)
-            else None,
+            "frame_stat": self.table.statistic if any(c.per_frame for c in self.result.gate.checks) else None,
             "unit_statistic": self.table.statistic,
+            "chunks_passed": int(np.sum(self.table.passed)),
+            "chunks_failed": int(np.sum(~self.table.passed)),
+            # one chunk per frame and seed: the names of one release ago said frames (CHANGELOG)
             "frames_passed": int(np.sum(self.table.passed)),
             "frames_failed": int(np.sum(~self.table.passed)),
             "worst": [{"unit": i, **rows[i]} for i in worst],
@@ -348,23 +376,28 @@ def _combined_observation_sha(plan: SweepPlan, digests: np.ndarray) -> str:
 
 
 def run_sweep(request: SweepRequest, group, progress=None) -> SweepOutcome | None:
-    """Both passes on this rank's batches, the gather, and (rank 0) the comparison. Others get None."""
-    from verify.compare.comparator import compare
-    from verify.run.distributed import batches_of_rank, rank_device
+    """Both passes on this rank's batches, the gather, and (rank 0) the judgement. Other ranks get None."""
+    passes = run_passes(request, group, progress)
+    gathered = gather(request, group, passes)
+    if gathered is None:
+        return None
+    if progress is not None:
+        progress.step("comparing")
+    return judge(request, gathered, passes, group.world_size)
+
+
+def run_passes(request: SweepRequest, group, progress=None) -> tuple[SidePass, SidePass]:
+    """The reference's pass, then the device under test's, over this rank's batches; a failure on any rank is
+    agreed on by all, and so is a frame that decoded differently on the two passes. Takes
+    `side_pass_steps` progress steps per side."""
+    from verify_ate.verify.run.distributed import batches_of_rank, rank_device
 
     plan = request.plan
-    n_batches = len(plan.batches)
-    owner = [b % group.world_size for b in range(n_batches)]
-    my_batches = batches_of_rank(n_batches, group.rank, group.world_size)
-    owners = [
-        [u for b in batches_of_rank(n_batches, r, group.world_size) for u in plan.batches[b]]
-        for r in range(group.world_size)
-    ]
+    my_batches = batches_of_rank(len(plan.batches), group.rank, group.world_size)
     passes = []
     for side in request.sides:
         side_pass, error = None, None
         try:
-            device = rank_device(side.device, group.local_rank, group.world_size)
             side_pass = run_side_pass(
                 side,
                 request.checkpoint,
@@ -374,7 +407,7 @@ def run_sweep(request: SweepRequest, group, progress=None) -> SweepOutcome | Non
                 request.dataset_stats,
                 request.robot,
                 progress,
-                device=device,
+                device=rank_device(side.device, group.local_rank, group.world_size),
                 measure_latency=group.is_main,
             )
         except Exception as caught:  # every rank must learn of it before anyone moves on
@@ -384,19 +417,42 @@ def run_sweep(request: SweepRequest, group, progress=None) -> SweepOutcome | Non
         group.barrier()  # no rank loads the next side's model while another still holds this one
     reference, under_test = passes
     mismatch = [u for u in reference.actions if reference.observation_hashes[u] != under_test.observation_hashes[u]]
-    error = (
-        InputError(f"{plan.dataset}: {unit_name(plan, mismatch[0])} decoded differently on the two passes")
-        if mismatch
-        else None
-    )
+    error = None
+    if mismatch:
+        error = InputError(f"{plan.dataset}: {unit_name(plan, mismatch[0])} decoded differently on the two passes")
     group.agree(error)
+    return reference, under_test
 
+
+@dataclass
+class Gathered:
+    """Rank 0's view of every rank's results, in unit order."""
+
+    reference_actions: np.ndarray  # [N, T, J]
+    under_test_actions: np.ndarray
+    digests: np.ndarray  # [N, 32] uint8: each unit's observation sha256
+    seconds: np.ndarray  # [ranks, 5]: ref predict, ref decode, dut predict, dut decode, units
+    rank_devices: list[list[str]]  # per rank: [reference device, device under test]
+    batch_owner: list[int]  # rank of each batch
+
+
+def gather(request: SweepRequest, group, passes: tuple[SidePass, SidePass]) -> Gathered | None:
+    """Every rank's actions, observation hashes, timings and devices, collected on rank 0 (None elsewhere)."""
+    from verify_ate.verify.run.distributed import batch_owners, rank_device
+
+    plan = request.plan
+    reference, under_test = passes
+    owner = batch_owners(len(plan.batches), group.world_size)
+    units_of_rank = [
+        [u for b, batch in enumerate(plan.batches) if owner[b] == rank for u in batch]
+        for rank in range(group.world_size)
+    ]
     shape = next(iter(reference.actions.values())).shape if reference.actions else (0, 0)
     shape = tuple(int(v) for v in group.gather_control(np.array(shape, dtype=np.int64)).max(axis=0))
-    ref_actions = group.gather_rows(reference.actions, owners, shape, np.float32)
-    dut_actions = group.gather_rows(under_test.actions, owners, shape, np.float32)
+    ref_actions = group.gather_rows(reference.actions, units_of_rank, shape, np.float32)
+    dut_actions = group.gather_rows(under_test.actions, units_of_rank, shape, np.float32)
     digests = {u: np.frombuffer(bytes.fromhex(h), dtype=np.uint8) for u, h in reference.observation_hashes.items()}
-    all_digests = group.gather_rows(digests, owners, (32,), np.uint8, control=True)
+    all_digests = group.gather_rows(digests, units_of_rank, (32,), np.uint8, control=True)
     seconds = group.gather_control(
         np.array(
             [
@@ -409,37 +465,35 @@ def run_sweep(request: SweepRequest, group, progress=None) -> SweepOutcome | Non
             dtype=np.float64,
         )
     )
-    devices = group.gather_control(
-        np.frombuffer(
-            (
-                rank_device(request.sides[0].device, group.local_rank, group.world_size)
-                + "|"
-                + rank_device(request.sides[1].device, group.local_rank, group.world_size)
-            )
-            .encode()
-            .ljust(64, b"\0")[:64],
-            dtype=np.uint8,
-        )
-    )
+    mine = "|".join(rank_device(side.device, group.local_rank, group.world_size) for side in request.sides)
+    devices = group.gather_control(np.frombuffer(mine.encode().ljust(64, b"\0")[:64], dtype=np.uint8))
     if not group.is_main:
         return None
-
-    if progress is not None:
-        progress.step("comparing")
     rank_devices = [bytes(row).rstrip(b"\0").decode().split("|") for row in devices]
-    observation_sha = _combined_observation_sha(plan, all_digests)
-    timing = _timing(seconds, len(plan.units))
+    return Gathered(ref_actions, dut_actions, all_digests, seconds, rank_devices, owner)
+
+
+def judge(
+    request: SweepRequest, gathered: Gathered, passes: tuple[SidePass, SidePass], world_size: int
+) -> SweepOutcome:
+    """Both sides' artifacts over every unit, compared: the pooled gate, the per-frame table and its checks."""
+    from verify_ate.verify.compare.comparator import compare
+
+    plan = request.plan
+    observation_sha = _combined_observation_sha(plan, gathered.digests)
+    timing = _timing(gathered.seconds, len(plan.units), len(plan.batches))
     artifacts = []
     for index, (side, side_pass, actions) in enumerate(
-        zip(request.sides, passes, (ref_actions, dut_actions), strict=True)
+        zip(request.sides, passes, (gathered.reference_actions, gathered.under_test_actions), strict=True)
     ):
-        meta = _side_meta(
-            side, request, side_pass, observation_sha, [devices_of_rank[index] for devices_of_rank in rank_devices]
-        )
+        devices = [devices_of_rank[index] for devices_of_rank in gathered.rank_devices]
+        meta = _side_meta(side, request, side_pass, observation_sha, devices)
         meta["throughput"] = timing["ref" if index == 0 else "dut"]
         artifacts.append(TrajectoryArtifact(actions, meta))
     result = compare(artifacts[0], artifacts[1], request.robot, request.gate)
-    finite_units = np.all(np.isfinite(ref_actions), axis=(1, 2)) & np.all(np.isfinite(dut_actions), axis=(1, 2))
+    finite_units = np.all(np.isfinite(gathered.reference_actions), axis=(1, 2)) & np.all(
+        np.isfinite(gathered.under_test_actions), axis=(1, 2)
+    )
     # The table's pass column, its count and the worst frames follow the gate that decides the exit code.
     table = frame_table(
         plan,
@@ -455,18 +509,22 @@ def run_sweep(request: SweepRequest, group, progress=None) -> SweepOutcome | Non
         if result.calibrated_gate is not None and calibrated is not None:
             checks = result.calibrated_gate.checks + frame_gate_checks(plan, table, calibrated)
             result = replace(result, calibrated_gate=GateResult(checks))
-    return SweepOutcome(result, table, plan, timing, group.world_size, owner)
+    return SweepOutcome(result, table, plan, timing, world_size, gathered.batch_owner)
 
 
-def _timing(seconds: np.ndarray, n_units: int) -> dict:
-    """Throughput per side: units / the slowest rank's model time (ranks run concurrently)."""
+def _timing(seconds: np.ndarray, n_units: int, n_batches: int) -> dict:
+    """Throughput per side: chunks / the slowest rank's model time (ranks run concurrently), and the mean
+    model time of one batch (one forward pass of up to batch-size frames, the first one's warm-up included)."""
     timing = {}
     for name, column in (("ref", 0), ("dut", 2)):
         slowest = float(np.max(seconds[:, column]))
+        total = float(np.sum(seconds[:, column]))
         timing[name] = {
             "predict_seconds": slowest,
             "decode_seconds": float(np.max(seconds[:, column + 1])),
-            "frames_per_second": n_units / slowest if slowest > 0 else None,
+            "chunks_per_second": n_units / slowest if slowest > 0 else None,
+            "frames_per_second": n_units / slowest if slowest > 0 else None,  # the old name (CHANGELOG)
+            "batch_mean_ms": 1e3 * total / n_batches if n_batches else None,
             "per_rank_predict_seconds": [float(v) for v in seconds[:, column]],
         }
     return timing
@@ -474,7 +532,8 @@ def _timing(seconds: np.ndarray, n_units: int) -> dict:
 
 def trace_worst_unit(request: SweepRequest, outcome: SweepOutcome, trace: TraceRequest, progress=None) -> TraceResult:
     """Trace the worst unit, inside the very batch the sweep ran it in (same frames, same noise rows)."""
-    from verify.model.runner import noise_shape_of
+    from verify_ate.verify.model.runner import noise_shape_of
+    from verify_ate.verify.run.trace.divergence import trace_divergence
 
     plan = request.plan
     worst = outcome.table.worst(1)[0]
@@ -483,8 +542,6 @@ def trace_worst_unit(request: SweepRequest, outcome: SweepOutcome, trace: TraceR
     frames, _ = FrameLoader(plan.dataset).load(units)
     steps = request.sides[0].num_inference_steps
     noise_rows = request.noise.rows(units, noise_shape_of(request.checkpoint, steps))
-    if progress is not None:
-        progress.total = (progress.total or 0) + 2
     return trace_divergence(
         request.checkpoint,
         frames,
