@@ -5,6 +5,9 @@
 #   examples/ci/gate.sh REF.npz DUT.npz [OUT_DIR] [more verify-ate compare flags...]
 #   e.g. examples/ci/gate.sh ref.npz dut.npz runs/ci --pos-tol 0.02 --stat p95
 #
+# It runs `verify-ate` from PATH (after the README's set-up, `source .venv/bin/activate` put it
+# there), or the one VERIFY_ATE names: VERIFY_ATE=/path/to/.venv/bin/verify-ate examples/ci/gate.sh ...
+#
 # Exit codes (verify-ate's own, passed through unchanged):
 #   0 pass | 1 gate failed (ATE over a bound or non-finite output) | 2 bad usage/config/input file
 #   3 device or runtime unavailable
@@ -20,7 +23,17 @@ dut=$2
 out=${3:-runs/gate}
 shift $(( $# < 3 ? $# : 3 ))
 
-verify-ate compare "$ref" "$dut" --out "$out" --junit "$out/junit.xml" "$@"
+verify_ate=${VERIFY_ATE:-verify-ate}
+if ! command -v "$verify_ate" >/dev/null 2>&1; then
+  if [ -n "${VERIFY_ATE:-}" ]; then
+    echo "verify-ate gate: VERIFY_ATE=$VERIFY_ATE is not a command (no verdict)" >&2
+  else
+    echo "verify-ate gate: verify-ate is not on PATH; run 'source .venv/bin/activate' in the verify-ate checkout (./bin/verify-ate creates .venv), or set VERIFY_ATE=/path/to/.venv/bin/verify-ate (no verdict)" >&2
+  fi
+  exit 3
+fi
+
+"$verify_ate" compare "$ref" "$dut" --out "$out" --junit "$out/junit.xml" "$@"
 status=$?
 
 case "$status" in
