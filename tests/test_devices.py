@@ -99,6 +99,7 @@ def test_npu_without_torch_npu_names_the_missing_package():
     assert f"torch-npu {minor}.x" in message
 
 
+@pytest.mark.slow  # real processes
 def test_torch_npu_is_imported_only_when_an_npu_is_asked_for():
     # A fresh interpreter: importing the module and using cpu/cuda must not load torch_npu.
     script = (

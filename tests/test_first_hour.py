@@ -135,6 +135,7 @@ def test_a_mistyped_command_or_flag_is_answered_with_what_was_meant():
     assert len(flag.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # the demo cache
 def test_a_weights_file_given_as_checkpoint_says_to_pass_its_folder(demo_cache, demo_dataset, tmp_path):
     weights = tiny_checkpoint(demo_cache) / "model.safetensors"
     result = run_cli("--checkpoint", weights, "--dataset", demo_dataset, "--dut", "cpu")

@@ -150,6 +150,7 @@ def two_comparisons(tmp_path, rng):
     return reference, near, far
 
 
+@pytest.mark.slow  # real processes
 def test_runs_writing_one_folder_at_once_leave_one_complete_report(two_comparisons, tmp_path):
     reference, near, far = two_comparisons
     out = tmp_path / "shared"

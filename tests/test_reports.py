@@ -424,6 +424,7 @@ def test_progress_quiet_writes_nothing_and_a_failure_is_named():
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "ci"
 
 
+@pytest.mark.slow  # real processes
 def test_gate_script_passes_the_exit_code_through(tmp_path, rng):
     reference = koch_actions(rng)
     shifted = reference.copy()
@@ -463,6 +464,7 @@ def test_gate_script_passes_the_exit_code_through(tmp_path, rng):
     assert gate(tmp_path / "ref.npz").returncode == 2
 
 
+@pytest.mark.slow  # real processes
 def test_github_workflow_gate_job_runs_as_written_and_publishes_what_it_wrote(tmp_path, rng):
     """The example workflow's gate job, its shell steps run as GitHub runs them (`bash -e`, a failed step
     skips the later ones unless they say `if: always()`) in a folder holding the two artifacts its download
