@@ -51,6 +51,24 @@ def _environment(env):
                 os.environ[key] = value
 
 
+def run_side(checkpoint: Path, dataset: Path, out: Path, *extra, env=None) -> subprocess.CompletedProcess:
+    """`verify-ate run` of one side from a checkpoint and dataset folder, untimed, saved at `out`."""
+    return run_cli(
+        "run",
+        "--checkpoint",
+        checkpoint,
+        "--dataset",
+        dataset,
+        "--iters",
+        "0",
+        "--quiet",
+        "--save",
+        out,
+        *extra,
+        env=env,
+    )
+
+
 def run_process(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
     """The installed `verify-ate` console script in a real process, as a user runs it."""
     environment = {**os.environ, **TEST_ENVIRONMENT, **(env or {})}

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_checkpoint
+from conftest import run_cli, run_side, tiny_checkpoint
 from test_legacy_checkpoint import make_legacy
 
 PALI = "model.paligemma_with_expert.paligemma."
@@ -163,23 +163,6 @@ def layouts(demo_cache, demo_dataset, tmp_path_factory):
 
     stats = load_frames(demo_dataset, 0, [0]).stats
     return Layouts(tiny_checkpoint(demo_cache), stats, tmp_path_factory.mktemp("layouts"))
-
-
-def run_side(checkpoint: Path, dataset: Path, out: Path, *extra, env=None):
-    return run_cli(
-        "run",
-        "--checkpoint",
-        checkpoint,
-        "--dataset",
-        dataset,
-        "--iters",
-        "0",
-        "--quiet",
-        "--save",
-        out,
-        *extra,
-        env=env,
-    )
 
 
 def saved(artifact: Path) -> tuple[np.ndarray, dict]:

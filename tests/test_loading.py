@@ -15,26 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_checkpoint
+from conftest import run_cli, run_side, tiny_checkpoint
 
 from verify_ate.verify.model.weights import CHUNK_BYTES
-
-
-def run_side(checkpoint: Path, dataset: Path, out: Path, *extra, env=None):
-    return run_cli(
-        "run",
-        "--checkpoint",
-        checkpoint,
-        "--dataset",
-        dataset,
-        "--iters",
-        "0",
-        "--quiet",
-        "--save",
-        out,
-        *extra,
-        env=env,
-    )
 
 
 def meta_of(artifact: Path) -> dict:
