@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Iterable
 
 from verify_ate.verify.errors import (
     EXIT_BAD_INPUT,
@@ -26,7 +27,7 @@ DEBUG_FLAG = "--debug"
 DEBUG_VARIABLE = "VERIFY_ATE_DEBUG"
 
 
-def _terminate(signum, frame) -> None:
+def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _unknown_command(word: str, commands) -> int:
+def _unknown_command(word: str, commands: Iterable[str]) -> int:
     from verify_ate.verify.cli.args import close_command
 
     close = close_command(word, commands)

@@ -39,7 +39,9 @@ DEMO_NOTE = {
 class ModelSource(Protocol):
     """What a run needs to know of where its checkpoint and dataset come from."""
 
-    num_inference_steps: int | None  # overrides the checkpoint's flow-matching step count
+    @property
+    def num_inference_steps(self) -> int | None:
+        """Overrides the checkpoint's flow-matching step count (None: the checkpoint's)."""
 
     @property
     def note(self) -> str | None:
