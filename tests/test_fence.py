@@ -83,13 +83,16 @@ def test_building_a_reduced_pi0_leaves_torch_and_lerobot_as_they_were_for_other_
     parameters and lerobot's full sizes; afterwards every patched attribute is upstream's own again."""
     from lerobot.policies.pi0 import modeling_pi0
 
-    originals = (
-        torch.nn.Module.register_parameter,
-        modeling_pi0.get_gemma_config,
-        modeling_pi0.PI0Pytorch.__init__,
-        modeling_pi0.PiGemmaForCausalLM.__init__,
-        modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma.__init__,
-    )
+    def patched_attributes():
+        return (
+            torch.nn.Module.register_parameter,
+            modeling_pi0.get_gemma_config,
+            modeling_pi0.PI0Pytorch.__init__,
+            modeling_pi0.PiGemmaForCausalLM.__init__,
+            modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma.__init__,
+        )
+
+    originals = patched_attributes()
     gemma = {"depth": 1, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16}
     architecture = {
         "vlm": {**gemma, "width": 64, "mlp_dim": 128},
@@ -121,14 +124,7 @@ def test_building_a_reduced_pi0_leaves_torch_and_lerobot_as_they_were_for_other_
     release.set()
     worker.join(10)
     assert seen == {"patched width": 32, "patched device": "meta", "other width": 1024, "other device": "cpu"}
-    after = (
-        torch.nn.Module.register_parameter,
-        modeling_pi0.get_gemma_config,
-        modeling_pi0.PI0Pytorch.__init__,
-        modeling_pi0.PiGemmaForCausalLM.__init__,
-        modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma.__init__,
-    )
-    assert all(a is b for a, b in zip(after, originals, strict=True))
+    assert all(a is b for a, b in zip(patched_attributes(), originals, strict=True))
 
 
 @pytest.mark.slow
