@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,13 @@ def run_side(checkpoint: Path, dataset: Path, out: Path, *extra, env=None) -> su
         *extra,
         env=env,
     )
+
+
+def as_at_a_terminal() -> None:
+    """For a child process (Popen preexec_fn): Ctrl-C's default action, as a command typed at a terminal has.
+    A shell running a job in the background (a CI wrapper's `&`, nohup) starts it with SIGINT ignored, which
+    its children inherit and which Python then keeps; the interruption tests send SIGINT on purpose."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_process(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, as_at_a_terminal
 
 BOOTSTRAP = REPO_ROOT / "scripts" / "bootstrap.sh"
 GATE = REPO_ROOT / "examples" / "ci" / "gate.sh"
@@ -53,6 +53,7 @@ def _bootstrap(repo: Path, extras: str, env: dict[str, str], **popen) -> subproc
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=as_at_a_terminal,
         **popen,
     )
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONSOLE_SCRIPT, REPO_ROOT, koch_actions, make_artifact, run_cli
+from conftest import CONSOLE_SCRIPT, REPO_ROOT, as_at_a_terminal, koch_actions, make_artifact, run_cli
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -30,6 +30,7 @@ def start(*args) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_at_a_terminal,
     )
 
 
