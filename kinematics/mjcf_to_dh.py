@@ -3,7 +3,7 @@
 The robot configs in configs/robots/ are produced by this tool, so the numbers there are
 traceable to the MJCF they came from:
 
-    python -m verify_ate.kinematics.mjcf_to_dh tests/data/koch_follower_kinematic.xml \
+    python -m verify_ate.kinematics.mjcf_to_dh kinematics/models/koch_v1_1.xml \
         --flange gripper_assembly
 
 prints the `base`, `tool` and per-joint DH rows as YAML. Only the kinematic skeleton is read

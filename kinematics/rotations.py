@@ -96,3 +96,30 @@ def _geodesic_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         axis[2] += ax * by - ay * bx
     sin_angle = np.sqrt(np.einsum("kn,kn->n", axis, axis)) / 2.0
     return np.arctan2(sin_angle, cos_angle)
+
+
+def axis_angle_to_matrix(rotation_vector: np.ndarray) -> np.ndarray:
+    """[..., 3] rotation vectors (axis times angle, rad) -> [..., 3, 3], by Rodrigues' formula; exact at zero."""
+    v = np.asarray(rotation_vector, dtype=np.float64)
+    angle = np.linalg.norm(v, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        axis = np.where(angle[..., None] > 0, v / angle[..., None], 0.0)
+    x, y, z = axis[..., 0], axis[..., 1], axis[..., 2]
+    c, s = np.cos(angle), np.sin(angle)
+    one_c = 1.0 - c
+    rows = [
+        [c + x * x * one_c, x * y * one_c - z * s, x * z * one_c + y * s],
+        [y * x * one_c + z * s, c + y * y * one_c, y * z * one_c - x * s],
+        [z * x * one_c - y * s, z * y * one_c + x * s, c + z * z * one_c],
+    ]
+    return np.stack([np.stack(row, axis=-1) for row in rows], axis=-2)
+
+
+def rot6d_to_matrix(six: np.ndarray) -> np.ndarray:
+    """[..., 6], the first two columns of a rotation (Zhou et al. 2019), -> [..., 3, 3] by Gram-Schmidt."""
+    values = np.asarray(six, dtype=np.float64)
+    first, second = values[..., :3], values[..., 3:]
+    x = first / np.linalg.norm(first, axis=-1, keepdims=True)
+    y = second - np.sum(x * second, axis=-1, keepdims=True) * x
+    y = y / np.linalg.norm(y, axis=-1, keepdims=True)
+    return np.stack([x, y, np.cross(x, y)], axis=-1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,8 @@ class ReportArrays:
     position_errors: np.ndarray  # [N, T] m
     orientation_errors: np.ndarray  # [N, T] rad
     recorded_positions: np.ndarray | None = None  # [T', 3] m: the dataset's recorded path from the frame on
+    # Robots with several arms: arm -> (reference, under test) positions [N, T, 3] m, every arm's path drawn.
+    arm_positions: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

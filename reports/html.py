@@ -274,6 +274,11 @@ def write_plots(out_dir: Path, summary: dict, arrays: ReportArrays) -> list[dict
         np.asarray(arrays.position_errors).reshape(-1, np.asarray(arrays.position_errors).shape[-1]).shape[0]
     )
     paths = {ref_label: arrays.reference_positions, dut_label: arrays.under_test_positions}
+    if arrays.arm_positions:
+        paths = {}
+        for arm, (reference, under_test) in arrays.arm_positions.items():
+            paths[f"{arm} arm: {ref_label}"] = reference
+            paths[f"{arm} arm: {dut_label}"] = under_test
     recorded_caption = ""
     if arrays.recorded_positions is not None:
         paths["recorded (dataset)"] = arrays.recorded_positions
@@ -295,6 +300,7 @@ def write_plots(out_dir: Path, summary: dict, arrays: ReportArrays) -> list[dict
             "the black square the robot base. "
             "Equal scale on x, y and z."
             + (f" All {n_chunks} chunks drawn, chunk 0 strongest." if n_chunks > 1 else "")
+            + (f" Every arm's path: {', '.join(arrays.arm_positions)}." if arrays.arm_positions else "")
             + recorded_caption,
             "layout": "tall",
         },

@@ -15,7 +15,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = Path(__file__).resolve().parent / "data"
-KOCH_MJCF = TEST_DATA / "koch_follower_kinematic.xml"  # the Koch follower MJCF, meshes stripped
+KOCH_MJCF = REPO_ROOT / "kinematics" / "models" / "koch_v1_1.xml"  # the Koch follower MJCF, meshes stripped
 CONSOLE_SCRIPT = Path(sys.executable).parent / "verify-ate"
 TEST_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 os.environ.update(TEST_ENVIRONMENT)  # before anything imports matplotlib or the hub client
@@ -105,6 +105,27 @@ def koch_actions(rng: np.random.Generator, n: int = 1, horizon: int = 50) -> np.
     return np.concatenate([robot.model_to_dataset(q_model), gripper[..., None]], axis=-1)
 
 
+def robot_actions(name: str, rng: np.random.Generator, n: int = 1, horizon: int = 50) -> np.ndarray:
+    """Smooth, in-limit action chunks of any robot with joint chains, in its dataset units, [n, horizon, J]; each
+    gripper swings across its open/closed threshold."""
+    from verify_ate.kinematics import load_robot
+
+    robot = load_robot(name)
+    actions = np.zeros((n, horizon, len(robot.dataset_joint_names)))
+    t = np.linspace(0, 1, horizon)[None, :, None]
+    for arm in robot.arms:
+        lower, upper = arm.chain.lower, arm.chain.upper
+        centre, span = (lower + upper) / 2, (upper - lower) / 2
+        phase = rng.uniform(0, 2 * np.pi, size=(n, 1, arm.n_joints))
+        q_model = centre + 0.5 * span * np.sin(2 * np.pi * t + phase)
+        actions[..., robot.indices(arm)] = robot.model_to_dataset(q_model, arm=arm)
+        if arm.gripper is not None:
+            swing = 3 * (arm.gripper.margin or 1.0)
+            column = robot.dataset_joint_names.index(arm.gripper.joint)
+            actions[..., column] = arm.gripper.threshold + swing * np.sin(2 * np.pi * t[..., 0] + phase[..., 0, :1])
+    return actions
+
+
 def make_artifact(actions: np.ndarray, **meta_overrides):
     from verify_ate.verify.compare.artifact import SCHEMA, TrajectoryArtifact
 
@@ -179,3 +200,19 @@ def mid_checkpoint(tmp_path_factory, demo_dataset):
     stats = load_frames(demo_dataset, 0, [0]).stats
     target = tmp_path_factory.mktemp("mid") / "mid_pi0"
     return save_seeded_checkpoint(SeededCheckpoint(profile, 0, stats), target, torch.device("cpu"))
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Every figure the plots save, kept for its artists (what was drawn), the PNG written as usual."""
+    from verify_ate.reports import plots
+
+    figures = []
+    save = plots.save_figure
+
+    def keep(figure, out_png, tight=True):
+        figures.append(figure)
+        return save(figure, out_png, tight)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    return figures

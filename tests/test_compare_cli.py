@@ -79,7 +79,7 @@ def test_tight_bound_fails_the_gate_with_exit_1_and_junit_says_which(pair, tmp_p
     assert "position max" in result.stdout
     assert "OVER bound 1e-06 m" in result.stdout
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert suite.get("tests") == "3"
+    assert suite.get("tests") == "4"  # position, orientation, finite, gripper
     assert suite.get("failures") == "1"
     failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
     assert failed == ["position ATE max <= 1e-06 m"]

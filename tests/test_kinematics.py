@@ -46,7 +46,7 @@ def test_torch_matches_numpy_in_float64(robot, rng):
 def test_dataset_zero_is_the_straight_horizontal_arm(robot):
     """KOCH.md: dataset zero is 'a straight horizontal position'; the flange reaches far forward at shoulder height."""
     flange = dataset_forward_kinematics(robot, np.zeros(6), frame="flange").position
-    shoulder_height = robot.base[2, 3]
+    shoulder_height = robot.arm.chain.base[2, 3]
     assert flange[1] > 0.25  # upper arm + forearm + wrist, stretched toward +y
     assert abs(flange[2] - shoulder_height) < 0.02
     assert abs(flange[0]) < 0.01

@@ -1,6 +1,6 @@
 """The DH model against MuJoCo loading the reference MJCF: the independent check of the chain.
 
-The MJCF is test data in this repository (tests/data/koch_follower_kinematic.xml, the public Koch
+The MJCF is test data in this repository (kinematics/models/koch_v1_1.xml, the public Koch
 follower model with its meshes stripped), so these checks run in every clone.
 """
 
@@ -76,6 +76,20 @@ def test_dh_flange_equals_mujoco_through_dataset_joint_map(mujoco_flange_poses):
     assert np.max(geodesic_angle(poses.rotation, rotations)) < 1e-9
 
 
+def dh_column(robot, key: str) -> np.ndarray:
+    """One DH column of a DH robot's YAML, as loaded."""
+    return np.array([float(joint[key]) for joint in robot.dh["joints"]])
+
+
+def dh_transform(robot, key: str) -> np.ndarray:
+    """The YAML's `base` or `tool` transform of a DH robot, 4x4."""
+    entry = robot.dh[key]
+    pose = np.eye(4)
+    pose[:3, :3] = quaternion_to_matrix(np.array(entry["rotation_wxyz"]))
+    pose[:3, 3] = entry["translation"]
+    return pose
+
+
 def test_config_numbers_are_what_the_derivation_tool_gives():
     from verify_ate.kinematics.mjcf_to_dh import derive_modified_dh, read_hinge_chain
 
@@ -83,14 +97,14 @@ def test_config_numbers_are_what_the_derivation_tool_gives():
     joints, flange = read_hinge_chain(KOCH_MJCF, "gripper_assembly")
     derived = derive_modified_dh(joints, flange)
     for key, column in (
-        ("a", robot.dh_a),
-        ("alpha", robot.dh_alpha),
-        ("d", robot.dh_d),
-        ("theta_offset", robot.dh_theta_offset),
+        ("a", dh_column(robot, "a")),
+        ("alpha", dh_column(robot, "alpha")),
+        ("d", dh_column(robot, "d")),
+        ("theta_offset", dh_column(robot, "theta_offset")),
     ):
         np.testing.assert_allclose([row[key] for row in derived["rows"]], column, atol=1e-15)
-    np.testing.assert_allclose(derived["base"], robot.base, atol=1e-15)
-    np.testing.assert_allclose(derived["tool"], robot.tool, atol=1e-11)
+    np.testing.assert_allclose(derived["base"], dh_transform(robot, "base"), atol=1e-15)
+    np.testing.assert_allclose(derived["tool"], dh_transform(robot, "tool"), atol=1e-11)
 
 
 def test_the_documented_derivation_command_reproduces_the_config():
@@ -107,13 +121,16 @@ def test_the_documented_derivation_command_reproduces_the_config():
     robot = load_robot("koch_v1_1")
     assert [row["mjcf_joint"] for row in printed["joints"]] == [f"{name}_joint" for name in robot.joint_names]
     for key, column in (
-        ("a", robot.dh_a),
-        ("alpha", robot.dh_alpha),
-        ("d", robot.dh_d),
-        ("theta_offset", robot.dh_theta_offset),
+        ("a", dh_column(robot, "a")),
+        ("alpha", dh_column(robot, "alpha")),
+        ("d", dh_column(robot, "d")),
+        ("theta_offset", dh_column(robot, "theta_offset")),
     ):
         np.testing.assert_allclose([row[key] for row in printed["joints"]], column, atol=1e-15)
-    for name, transform, atol in (("base", robot.base, 1e-15), ("tool", robot.tool, 1e-11)):
+    for name, transform, atol in (
+        ("base", dh_transform(robot, "base"), 1e-15),
+        ("tool", dh_transform(robot, "tool"), 1e-11),
+    ):
         np.testing.assert_allclose(printed[name]["translation"], transform[:3, 3], atol=atol)
         np.testing.assert_allclose(
             quaternion_to_matrix(np.array(printed[name]["rotation_wxyz"])), transform[:3, :3], atol=atol

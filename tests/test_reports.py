@@ -267,28 +267,12 @@ def test_cli_compare_out_writes_the_whole_report_folder(tmp_path, rng):
     assert "**PASS**" in (out / "summary.md").read_text()
     suite = ET.parse(out / "junit.xml").getroot()
     assert suite.get("failures") == "0"
-    assert int(suite.get("tests")) == 3
+    assert int(suite.get("tests")) == 4  # position, orientation, finite, gripper
     assert parse_page(out / "index.html").plain_text.startswith("PASS")
     assert seconds < 60, f"compare --out took {seconds:.1f}s"
 
 
 # ---- the end-effector path plot (verify-ate fk --plot) ---------------------------------------
-
-
-@pytest.fixture
-def drawn(monkeypatch):
-    """Every figure the plots save, kept for its artists (what was drawn), the PNG written as usual."""
-    from verify_ate.reports import plots
-
-    figures = []
-    save = plots.save_figure
-
-    def keep(figure, out_png, tight=True):
-        figures.append(figure)
-        return save(figure, out_png, tight)
-
-    monkeypatch.setattr(plots, "save_figure", keep)
-    return figures
 
 
 def _line(axes, label):

@@ -192,7 +192,7 @@ def test_optional_action_space_gates(tmp_path, rng):
     plain = run_cli("compare", reference, under_test, "--json", tmp_path / "plain.json")
     assert plain.returncode == 0  # off by default: the seed's gate decides
     summary = json.loads((tmp_path / "plain.json").read_text())
-    assert {c["name"] for c in summary["checks"]} == {"position", "orientation", "finite"}
+    assert {c["name"] for c in summary["checks"]} == {"position", "orientation", "finite", "gripper"}
     assert summary["joints"]["elbow_flex"] == pytest.approx(1.5)
     assert 0 < summary["action_space"]["mse"]
     gated = run_cli("compare", reference, under_test, "--max-joint-error", "1", "--min-cosine", "0.999999")

@@ -30,9 +30,10 @@ class Terminated(KeyboardInterrupt):
 def input_errors() -> tuple[type[BaseException], ...]:
     """The error types that mean a bad input (exit 2): this package's and those of the packages below it."""
     from verify_ate.kinematics import RobotConfigError
+    from verify_ate.kinematics.units import CalibrationFileError
     from verify_ate.noise import NoiseFileError
 
-    return (InputError, RobotConfigError, NoiseFileError)
+    return (InputError, RobotConfigError, CalibrationFileError, NoiseFileError)
 
 
 def exit_code(error: BaseException) -> int:

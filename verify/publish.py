@@ -267,15 +267,13 @@ def report_arrays(result: ComparisonResult, recorded=None) -> ReportArrays:
     recorded: a RecordedChunk whose tool centre point path is drawn beside the predicted ones."""
 
     def degrees(artifact) -> np.ndarray:
-        # compare() has already refused units other than deg/rad (the kinematics cannot read them).
-        actions = np.asarray(artifact.actions, dtype=np.float64)
-        return np.degrees(actions) if artifact.meta.get("units") == "rad" else actions
+        return result.robot.dataset_to_degrees(artifact.actions, artifact.meta["units"], result.robot_calibration)
 
     return ReportArrays(
         reference_actions=degrees(result.reference),
         under_test_actions=degrees(result.under_test),
         joint_names=tuple(result.reference.meta.get("joint_names") or result.robot.dataset_joint_names),
-        joint_unit="deg",
+        joint_unit="m, rad (pose values)" if result.reference.meta["units"] == "pose" else "deg",
         reference_positions=np.asarray(result.reference_poses.position, dtype=np.float64),
         under_test_positions=np.asarray(result.under_test_poses.position, dtype=np.float64),
         position_errors=np.asarray(result.position.errors, dtype=np.float64),
@@ -283,6 +281,15 @@ def report_arrays(result: ComparisonResult, recorded=None) -> ReportArrays:
         recorded_positions=None
         if recorded is None
         else result.recorded_positions(recorded.actions, recorded.valid_steps),
+        arm_positions={
+            arm.name: (
+                np.asarray(arm.reference_poses.position, dtype=np.float64),
+                np.asarray(arm.under_test_poses.position, dtype=np.float64),
+            )
+            for arm in result.arms
+        }
+        if len(result.arms) > 1
+        else {},
     )
 
 

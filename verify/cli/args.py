@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -19,17 +20,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from verify_ate.kinematics import RobotModel, load_robot
+import numpy as np
+
+from verify_ate.kinematics import RobotModel, available_robots, load_robot
+from verify_ate.kinematics.robot import UNITS, robot_for_dataset
 from verify_ate.verify.commands.one_shot import FrameSelection
 from verify_ate.verify.commands.sweep import SweepReport
-from verify_ate.verify.compare.artifact import INPUT_HASHES
+from verify_ate.verify.compare.artifact import ARTIFACT_UNITS, INPUT_HASHES
 from verify_ate.verify.compare.calibration import GATE_MODES, OLD_GATE_MODES
 from verify_ate.verify.compare.gate import GateConfig
 from verify_ate.verify.compare.metrics import GATEABLE_STATISTICS, ROTATION_METRICS
 from verify_ate.verify.errors import EXIT_BAD_INPUT, InputError
 from verify_ate.verify.model.precision import DTYPES
 from verify_ate.verify.publish import OutputPaths
-from verify_ate.verify.run.inputs import MODEL_SIZES, DemoSource, ModelSource, UserSource
+from verify_ate.verify.run.inputs import DEFAULT_DEMO_ROBOT, MODEL_SIZES, DemoSource, ModelSource, UserSource
 from verify_ate.verify.run.plan import FrameRange, SweepSelection, parse_index_list
 from verify_ate.verify.run.sides import SideConfig
 from verify_ate.verify.run.trace.config import TraceRequest
@@ -290,7 +294,8 @@ class ModelArgs(ArgGroup):
             return UserSource(args.checkpoint, args.dataset, args.cache_dir, args.num_inference_steps)
         if args.checkpoint or args.dataset:
             raise InputError("--demo brings its own checkpoint and dataset; drop --checkpoint/--dataset or --demo")
-        return DemoSource(args.cache_dir, args.size, args.save_checkpoint, args.num_inference_steps)
+        robot = getattr(args, "robot", None) or DEFAULT_DEMO_ROBOT  # --robot lives in RobotArgs, where a command has it
+        return DemoSource(args.cache_dir, args.size, args.save_checkpoint, args.num_inference_steps, robot=robot)
 
 
 class FrameArgs(ArgGroup):
@@ -509,15 +514,84 @@ class SingleRewriteArgs(ArgGroup):
 
 
 class RobotArgs(ArgGroup):
-    """--robot -> the robot model."""
+    """--robot/--robot-units/--robot-calibration -> the robot model: the one named, else the one the dataset (or the
+    compared artifact) says it was recorded with, else Koch v1.1."""
+
+    optional = (ModelArgs,)
 
     def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--robot", default=DEFAULT_ROBOT, help="robot config name in configs/robots/ or a YAML path"
+        group = parser.add_argument_group("robot")
+        group.add_argument(
+            "--robot",
+            help="robot config name in configs/robots/ or a YAML path (default: the dataset's robot_type and joint "
+            f"names, an artifact's robot, else {DEFAULT_ROBOT}); --demo --robot NAME picks that robot's demo",
+        )
+        group.add_argument(
+            "--robot-units",
+            choices=UNITS,
+            help="the units the dataset's joints are in, when not the robot's own: deg, rad, or normalized "
+            "(lerobot's -100..100 range, which needs --robot-calibration)",
+        )
+        group.add_argument(
+            "--robot-calibration",
+            type=Path,
+            metavar="FILE",
+            help="the arm's lerobot calibration JSON (homing offset, range min/max per motor): turns lerobot's "
+            "normalised joint range into angles",
         )
 
     def parse(self, args: argparse.Namespace, parsed: Parsed) -> RobotModel:
-        return load_robot(args.robot)
+        robot, robot_type = self._named_or_detected(args, parsed)
+        units = args.robot_units or robot.units_for(robot_type)
+        calibration = None
+        if args.robot_calibration is not None:
+            from verify_ate.kinematics.units import read_calibration_document
+
+            calibration = read_calibration_document(args.robot_calibration, robot.dataset_joint_names)
+        return replace(robot, dataset_units=units, calibration=calibration)
+
+    @staticmethod
+    def _named_or_detected(args: argparse.Namespace, parsed: Parsed) -> tuple[RobotModel, str | None]:
+        """The robot, and the dataset's robot_type when there is a dataset (it may choose the units)."""
+        source = parsed.get(ModelArgs, None)
+        folder = source.dataset if isinstance(source, UserSource) else getattr(args, "dataset", None)
+        robot_type, names = dataset_robot(folder) if isinstance(folder, Path) and folder.is_dir() else (None, [])
+        if args.robot:
+            return load_robot(args.robot), robot_type
+        if names:
+            return robot_for_dataset(robot_type, names, f"{folder}/meta/info.json"), robot_type
+        if isinstance(source, DemoSource):
+            return load_robot(source.robot), None
+        reference = getattr(args, "reference", None)
+        name = artifact_robot(reference) if isinstance(reference, Path) else None
+        return load_robot(name or DEFAULT_ROBOT), None
+
+
+def dataset_robot(folder: Path) -> tuple[str | None, list[str]]:
+    """A dataset folder's info.json robot_type and action names (v3 lists them; v2 may nest them under
+    "motors"); (None, []) when the folder does not say (its own checks report a broken dataset later)."""
+    try:
+        info = json.loads((folder / "meta" / "info.json").read_text())
+        names = info["features"]["action"]["names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, []
+    if isinstance(names, dict):
+        names = next(iter(names.values()), [])
+    robot_type = info.get("robot_type")
+    return (str(robot_type) if robot_type else None), [str(name) for name in names or []]
+
+
+def artifact_robot(path: Path) -> str | None:
+    """The robot an .npz artifact says it was made for, when it is one and says so (load_artifact checks the rest)."""
+    if path.suffix != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+        name = meta.get("robot")
+        return name if isinstance(name, str) and name in available_robots() else None
+    except Exception:  # an unreadable artifact is reported by load_artifact, with its path
+        return None
 
 
 class CalibrateArgs(ArgGroup):
@@ -572,6 +646,12 @@ class GateArgs(ArgGroup):
             metavar="DEG",
             help="also gate every joint's largest absolute error in degrees (default off)",
         )
+        group.add_argument(
+            "--no-gripper-check",
+            action="store_true",
+            help="do not gate on each gripper's open/closed state agreeing step by step (on by default for robots "
+            "whose config names a gripper threshold)",
+        )
         if self.choose_gate:
             group.add_argument(
                 "--gate",
@@ -603,6 +683,8 @@ class GateArgs(ArgGroup):
             min_cosine=args.min_cosine,
             max_joint_error_deg=args.max_joint_error,
         )
+        if args.no_gripper_check:
+            gate = replace(gate, gripper_check=False)
         return replace(gate, mode=mode, calibration=calibration)
 
 
@@ -622,8 +704,9 @@ class CompareArgs(ArgGroup):
         parser.add_argument("under_test", type=Path, help="DUT artifact (.npz, or bare .npy with --units)")
         parser.add_argument(
             "--units",
-            choices=("deg", "rad"),
-            help="units of bare .npy inputs (needed for .npy files only; default none)",
+            choices=ARTIFACT_UNITS,
+            help="units of bare .npy inputs (needed for .npy files only; default none): joint angles in deg or rad, "
+            "lerobot's normalized range (with --robot-calibration), or end-effector pose actions",
         )
         accept = parser.add_mutually_exclusive_group()
         accept.add_argument(

@@ -262,7 +262,9 @@ def _fk_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", default="observation.state", help="joint vector of --dataset to use")
     parser.add_argument("--output", type=Path, metavar="CSV", help="CSV of x,y,z (m) and qw,qx,qy,qz (default none)")
     parser.add_argument(
-        "--units", choices=("deg", "rad"), help="joint units of the input (default: the robot's dataset units)"
+        "--units",
+        choices=("deg", "rad", "normalized"),
+        help="joint units of the input (default: the robot's dataset units; normalized needs --robot-calibration)",
     )
     parser.add_argument("--frame", choices=("tcp", "flange"), default="tcp", help="which frame's pose")
     parser.add_argument(

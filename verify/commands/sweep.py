@@ -137,7 +137,7 @@ def prepare_sweep(
     )
     probe = load_frames(dataset, plan.units[0].episode, [plan.units[0].frame])
     checkpoint = source.checkpoint_folder(probe.stats, progress, sides[0].device)
-    names = dataset_action_names(probe.features, str(probe.description["dataset"]), robot)
+    names = dataset_action_names(probe.features, str(probe.description["dataset"]), robot, probe.stats)
     check_cameras(probe.features, str(probe.description["dataset"]), checkpoint)
     if group.is_main:
         for note in plan.notes:

@@ -69,7 +69,8 @@ def forward_kinematics_tool(
     plot: Path | None = None,
 ) -> int:
     """End-effector poses of a joint CSV or of a recorded episode, as a pose CSV and/or a 3D path plot."""
-    from verify_ate.kinematics import dataset_forward_kinematics
+    from verify_ate.kinematics import arm_poses
+    from verify_ate.kinematics.robot import check_recorded_range
     from verify_ate.verify.data.joint_csv import read_joint_csv, write_pose_csv
 
     if dataset is not None:
@@ -86,14 +87,18 @@ def forward_kinematics_tool(
         assert input_csv is not None
         joints = read_joint_csv(input_csv, robot)
         source_name = input_csv.name
-    poses = dataset_forward_kinematics(robot, joints, units=units, frame=frame)
+    units = units or robot.dataset_units
+    if not robot.end_effector:
+        check_recorded_range(robot, joints.min(axis=0), joints.max(axis=0), units, str(dataset or input_csv))
+    poses = arm_poses(robot, joints, units=units, frame=frame)
     if output is not None:
-        write_pose_csv(poses, output)
+        write_pose_csv(poses if robot.two_armed else next(iter(poses.values())), output)
         print(f"wrote {output}: {len(joints)} poses ({frame}, robot {robot.name})")
     if plot is not None:
         from verify_ate.reports.plots import plot_end_effector_path
 
-        plot_end_effector_path({"path": poses.position}, plot, title=f"{source_name}: {robot.name} {frame} path")
+        paths = {(f"{arm} arm" if robot.two_armed else "path"): p.position for arm, p in poses.items()}
+        plot_end_effector_path(paths, plot, title=f"{source_name}: {robot.name} {frame} path")
         print(f"wrote {plot}")
     return EXIT_PASS
 

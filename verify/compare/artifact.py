@@ -33,6 +33,9 @@ REQUIRED_META = (
     "checkpoint_sha256",
     "versions",
 )
+# deg / rad: joint angles; normalized: lerobot's -100..100 range (meta robot_calibration turns it into angles);
+# pose: end-effector actions (metres and radians as the robot's layout says).
+ARTIFACT_UNITS = ("deg", "rad", "normalized", "pose")
 # The inputs a run hashes into its meta, and what each is called in messages.
 INPUT_HASHES = {"checkpoint_sha256": "checkpoint", "observation_sha256": "observation", "noise_sha256": "noise"}
 
@@ -113,8 +116,10 @@ def load_artifact(
             raise InputError(f"{path}: meta {key} must be text, not {type(meta[key]).__name__}")
     if meta["schema"] != SCHEMA:
         raise InputError(f"{path}: schema {meta['schema']!r} is not {SCHEMA!r}")
-    if meta["units"] not in ("deg", "rad"):
-        raise InputError(f"{path}: units {meta['units']!r} must be 'deg' or 'rad'")
+    if meta["units"] not in ARTIFACT_UNITS:
+        raise InputError(f"{path}: units {meta['units']!r} must be one of {', '.join(ARTIFACT_UNITS)}")
+    if meta.get("robot_calibration") is not None and not isinstance(meta["robot_calibration"], dict):
+        raise InputError(f"{path}: meta robot_calibration must be a JSON object of motors")
     if units and units != meta["units"]:
         raise InputError(f"{path}: units {units!r} were given, the artifact says {meta['units']!r}")
     return TrajectoryArtifact(_validated_actions(actions, path, len(meta["joint_names"])), meta, path)
@@ -123,7 +128,7 @@ def load_artifact(
 def _load_bare_npy(
     path: Path, units: str | None, robot_name: str | None, joint_names: Sequence[str] | None
 ) -> TrajectoryArtifact:
-    if units not in ("deg", "rad"):
+    if units not in ARTIFACT_UNITS:
         raise InputError(f"{path}: a bare .npy has no units of its own; give them (--units deg or rad)")
     try:
         actions = np.load(path, allow_pickle=False)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from verify_ate.kinematics import Poses, RobotModel, dataset_forward_kinematics
+from verify_ate.kinematics import Poses, RobotModel, arm_poses
 from verify_ate.verify.compare.artifact import INPUT_HASHES, TrajectoryArtifact
 from verify_ate.verify.compare.gate import GateCheck, GateConfig, GateResult, judge
+from verify_ate.verify.compare.gripper import GripperAgreement, GripperSpec, gripper_check
 from verify_ate.verify.compare.metrics import (
+    SERIES_UNITS,
     AbsoluteTrajectoryError,
     ActionSpaceFigures,
+    ErrorStatistics,
     NonFinite,
     joint_max_abs_errors,
 )
@@ -22,6 +27,44 @@ from verify_ate.verify.errors import InputError
 DISAGREEMENT = 0.10
 DISAGREEMENT_FLOOR_RAD = 1e-6  # below this both are rounding noise
 DISAGREEMENT_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """One arm's tool centre point on both sides, and its error series."""
+
+    name: str
+    reference_poses: Poses
+    under_test_poses: Poses
+    position: AbsoluteTrajectoryError
+    orientation: AbsoluteTrajectoryError
+    orientation_rpy: AbsoluteTrajectoryError
+
+    @classmethod
+    def of(cls, name: str, reference: Poses, under_test: Poses) -> ArmComparison:
+        return cls(
+            name,
+            reference,
+            under_test,
+            AbsoluteTrajectoryError.position(reference, under_test),
+            AbsoluteTrajectoryError.orientation(reference, under_test),
+            AbsoluteTrajectoryError.orientation_rpy(reference, under_test),
+        )
+
+    def series(self, key: str) -> AbsoluteTrajectoryError:
+        return {"position": self.position, "orientation": self.orientation, "orientation_rpy": self.orientation_rpy}[
+            key
+        ]
+
+
+def worst_arm(arms: Sequence[ArmComparison], key: str, statistic: str) -> ArmComparison:
+    """The arm whose `key` series has the largest `statistic` (a non-finite one first): the gate judges it."""
+
+    def badness(arm: ArmComparison) -> float:
+        value = arm.series(key).statistics.get(statistic)
+        return math.inf if not np.isfinite(value) else value
+
+    return max(arms, key=badness)
 
 
 @dataclass(frozen=True)
@@ -40,6 +83,9 @@ class ComparisonResult:
     config: GateConfig
     accepted_differences: tuple[dict, ...] = ()  # inputs that differ, compared anyway because the user said so
     calibrated_gate: GateResult | None = None  # the same checks at the calibration's bounds
+    arms: tuple[ArmComparison, ...] = ()  # every arm; the series above are the worst arm's (one arm: its own)
+    grippers: tuple[GripperAgreement, ...] = ()
+    robot_calibration: dict | None = None  # lerobot's motor calibration, for joints in the normalised range
 
     @property
     def forced(self) -> bool:
@@ -59,17 +105,50 @@ class ComparisonResult:
 
         recorded_actions: [T, J] in the reference's units (what the dataset recorded from the frame on);
         valid_steps: the first steps that lie inside the episode. Every chunk is measured against it."""
-        recorded = self.recorded_positions(recorded_actions, valid_steps)
-        figures = {"valid_steps": int(valid_steps), "unit": "m"}
-        for name, poses in (("reference", self.reference_poses), ("under_test", self.under_test_poses)):
-            distance = np.linalg.norm(np.asarray(poses.position)[..., :valid_steps, :] - recorded, axis=-1)
+        recorded = self.recorded_arm_positions(recorded_actions, valid_steps)
+        figures: dict = {"valid_steps": int(valid_steps), "unit": "m"}
+        for name in ("reference", "under_test"):
+            distances = [
+                np.linalg.norm(
+                    np.asarray(getattr(arm, f"{name}_poses").position)[..., :valid_steps, :] - recorded[arm.name],
+                    axis=-1,
+                )
+                for arm in self.arms
+            ]
+            distance = np.concatenate([d.ravel() for d in distances])
             figures[name] = {"mean": float(np.mean(distance)), "max": float(np.max(distance))}
         return figures
 
+    def recorded_arm_positions(self, recorded_actions: np.ndarray, valid_steps: int) -> dict[str, np.ndarray]:
+        """Arm -> [valid_steps, 3] m: the tool centre point of recorded actions [T, J] (the reference's units)."""
+        poses = arm_poses(
+            self.robot, recorded_actions, self.reference.meta["units"], calibration=self.robot_calibration
+        )
+        return {name: np.asarray(p.position, dtype=np.float64)[:valid_steps] for name, p in poses.items()}
+
     def recorded_positions(self, recorded_actions: np.ndarray, valid_steps: int) -> np.ndarray:
-        """[valid_steps, 3] m: the tool centre point of recorded actions [T, J] (the reference's units)."""
-        poses = dataset_forward_kinematics(self.robot, recorded_actions, self.reference.meta["units"])
-        return np.asarray(poses.position, dtype=np.float64)[:valid_steps]
+        """[valid_steps, 3] m: the recorded tool centre point of the arm the gate judges."""
+        return self.recorded_arm_positions(recorded_actions, valid_steps)[self.gated_arm]
+
+    @property
+    def gated_arm(self) -> str:
+        """The arm whose position series the gate judged."""
+        return next((arm.name for arm in self.arms if arm.position is self.position), self.arms[0].name)
+
+    def arm_summary(self) -> dict:
+        """Per arm and for all arms pooled: each series' statistics; which arm the gate judged."""
+        pooled = {
+            key: ErrorStatistics.of(np.concatenate([arm.series(key).errors.ravel() for arm in self.arms])).as_dict()
+            for key in SERIES_UNITS
+        }
+        return {
+            "names": [arm.name for arm in self.arms],
+            "judged": {key: worst_arm(self.arms, key, self.config.statistic).name for key in SERIES_UNITS},
+            "per_arm": {
+                arm.name: {key: arm.series(key).statistics.as_dict() for key in SERIES_UNITS} for arm in self.arms
+            },
+            "all": pooled,
+        }
 
     def gate_summary(self) -> dict:
         """Both sets of bounds, which one decides, and each verdict."""
@@ -145,6 +224,9 @@ class ComparisonResult:
             "n_steps": self.n_steps,
             "shape": list(self.reference.actions.shape),
             "robot": self.robot.name,
+            "robot_model": self.robot.describe(),
+            "arms": self.arm_summary(),
+            "gripper": [agreement.as_dict() for agreement in self.grippers],
             "forced": self.forced,
             "forced_differences": list(self.accepted_differences),
             "notices": self.notices(),
@@ -188,6 +270,9 @@ class ComparisonResult:
                     "for this model to catch a broken port",
                 }
             )
+        if self.config.gripper_check:
+            for text in gripper_notes(self.robot, self.reference.meta["units"]):
+                notices.append({"kind": "gripper", "text": text})
         apart = self.orientation_disagreement()
         verdicts_differ = self.summary_pass(self.orientation) != self.summary_pass(self.orientation_rpy)
         if apart["count"] and (self.config.rotation_metric == "rpy" or verdicts_differ):
@@ -311,36 +396,45 @@ def compare(
     config: GateConfig,
     accept: frozenset[str] = frozenset(),
 ) -> ComparisonResult:
-    """ATE and the gate's verdict of two artifacts; `accept`: inputs allowed to differ (see check_comparable)."""
+    """ATE and the gate's verdict of two artifacts; `accept`: inputs allowed to differ (see check_comparable).
+    A robot with two arms is judged on its worse arm, series by series."""
     accepted = check_comparable(reference, under_test, robot, accept)
-    reference_poses = dataset_forward_kinematics(robot, reference.actions, reference.meta["units"])
-    under_test_poses = dataset_forward_kinematics(robot, under_test.actions, under_test.meta["units"])
-    position = AbsoluteTrajectoryError.position(reference_poses, under_test_poses)
-    orientation = AbsoluteTrajectoryError.orientation(reference_poses, under_test_poses)
-    orientation_rpy = AbsoluteTrajectoryError.orientation_rpy(reference_poses, under_test_poses)
-    ref_units = _to_units(reference.actions, reference.meta["units"], reference.meta["units"])
-    dut_units = _to_units(under_test.actions, under_test.meta["units"], reference.meta["units"])
+    calibration = (
+        reference.meta.get("robot_calibration") or under_test.meta.get("robot_calibration") or robot.calibration
+    )
+    reference_arms = arm_poses(robot, reference.actions, reference.meta["units"], calibration=calibration)
+    under_test_arms = arm_poses(robot, under_test.actions, under_test.meta["units"], calibration=calibration)
+    arms = tuple(ArmComparison.of(name, reference_arms[name], under_test_arms[name]) for name in reference_arms)
+    judged = {key: worst_arm(arms, key, config.statistic) for key in SERIES_UNITS}
+    position, orientation, orientation_rpy = (judged[key].series(key) for key in SERIES_UNITS)
+    units = reference.meta["units"]
+    ref_units = _to_units(reference.actions, units, units)
+    dut_units = _to_units(under_test.actions, under_test.meta["units"], units)
     names = reference.meta.get("joint_names") or list(robot.dataset_joint_names)
     joint_errors = joint_max_abs_errors(ref_units, dut_units, names)
     joint_errors_deg = joint_max_abs_errors(
-        _to_units(ref_units, reference.meta["units"], "deg"),
-        _to_units(dut_units, reference.meta["units"], "deg"),
+        robot.dataset_to_degrees(ref_units, units, calibration),
+        robot.dataset_to_degrees(dut_units, units, calibration),
         names,
     )
     action_space = ActionSpaceFigures.of(ref_units, dut_units)
     nonfinite = (NonFinite.of(reference.actions), NonFinite.of(under_test.actions))
+    grippers = gripper_agreements(robot, ref_units, dut_units, units) if config.gripper_check else ()
+    extra = (gripper_check(grippers),) if grippers else ()
     gated = orientation_rpy if config.rotation_metric == "rpy" else orientation
-    gate = judge(position, gated, *nonfinite, names, config, action_space, joint_errors_deg)
+    gate = judge(position, gated, *nonfinite, names, config, action_space, joint_errors_deg, extra)
     calibrated_config = config.calibrated()
     calibrated_gate = None
     if calibrated_config is not None:
-        calibrated_gate = judge(position, gated, *nonfinite, names, calibrated_config, action_space, joint_errors_deg)
+        calibrated_gate = judge(
+            position, gated, *nonfinite, names, calibrated_config, action_space, joint_errors_deg, extra
+        )
     return ComparisonResult(
         reference,
         under_test,
         robot,
-        reference_poses,
-        under_test_poses,
+        judged["position"].reference_poses,
+        judged["position"].under_test_poses,
         position,
         orientation,
         orientation_rpy,
@@ -350,11 +444,46 @@ def compare(
         config,
         accepted,
         calibrated_gate,
+        arms,
+        grippers,
+        calibration,
     )
+
+
+def gripper_agreements(
+    robot: RobotModel, reference: np.ndarray, under_test: np.ndarray, units: str
+) -> tuple[GripperAgreement, ...]:
+    """Each gripper's open/closed state step by step on both sides (actions [N, T, J] in `units`); a gripper whose
+    threshold is not known in those units is left out (`gripper_notes` says so)."""
+    agreements = []
+    for gripper in robot.grippers:
+        spec = gripper.in_units(units)
+        if spec is None:
+            continue
+        index = robot.dataset_joint_names.index(gripper.joint)
+        ref, dut = reference[..., index], under_test[..., index]
+        agreements.append(
+            GripperAgreement.of(
+                ref.reshape(-1, ref.shape[-1]),
+                dut.reshape(-1, dut.shape[-1]),
+                GripperSpec(spec.joint, spec.threshold, spec.margin, spec.open_above),
+            )
+        )
+    return tuple(agreements)
+
+
+def gripper_notes(robot: RobotModel, units: str) -> list[str]:
+    """The grippers whose state could not be compared, and why."""
+    return [
+        f"gripper {gripper.joint} not compared: robot {robot.name} gives its open/closed threshold in "
+        f"{gripper.units}, the actions are in {units}"
+        for gripper in robot.grippers
+        if gripper.in_units(units) is None
+    ]
 
 
 def _to_units(actions: np.ndarray, units: str, target: str) -> np.ndarray:
     actions = np.asarray(actions, dtype=np.float64)
-    if units == target:
+    if units == target or "normalized" in (units, target):
         return actions
     return np.degrees(actions) if target == "deg" else np.radians(actions)

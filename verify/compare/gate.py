@@ -33,6 +33,7 @@ class GateConfig:
     rotation_metric: str = "geodesic"  # which orientation error the gate compares: geodesic or rpy
     min_cosine: float | None = None  # every chunk's cosine similarity with the reference at least this
     max_joint_error_deg: float | None = None  # every joint's largest absolute error at most this
+    gripper_check: bool = True  # each gripper's open/closed state must agree step by step (robots that name one)
     mode: str = "both"  # which bounds decide: the fixed, the calibrated, or both reported (the fixed deciding)
     calibration: Calibration | None = None  # the calibrated gate's floors (None: the fixed bounds only)
 
@@ -93,7 +94,7 @@ class GateConfig:
             values = {key: document[key] for key in ("position_tolerance_m", "orientation_tolerance_rad", "statistic")}
         except (KeyError, TypeError) as error:
             raise InputError(f"{path}: gate thresholds lack {error}") from None
-        for key in ("rotation_metric", "min_cosine", "max_joint_error_deg"):
+        for key in ("rotation_metric", "min_cosine", "max_joint_error_deg", "gripper_check"):
             if document.get(key) is not None:
                 values[key] = document[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -107,9 +108,16 @@ class GateConfig:
                 max_joint_error_deg=None
                 if values.get("max_joint_error_deg") is None
                 else float(values["max_joint_error_deg"]),
+                gripper_check=_flag(values.get("gripper_check", True), "gripper_check"),
             )
         except (TypeError, ValueError) as error:
             raise InputError(f"{path}: {error}") from None
+
+
+def _flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, not {value!r}")
+    return value
 
 
 # What a check bounds. A calibration sets the bounds of the position and orientation kinds only.
@@ -168,9 +176,11 @@ def judge(
     config: GateConfig,
     action_space: ActionSpaceFigures | None = None,
     joint_errors_deg: dict[str, float] | None = None,
+    extra: Sequence[GateCheck] = (),
 ) -> GateResult:
     """The bound checks (`orientation`: the series `config.rotation_metric` names), the finiteness check
-    that names the side at fault and its first bad value, and the action-space checks when configured."""
+    that names the side at fault and its first bad value, the action-space checks when configured, and the
+    checks judged elsewhere (`extra`: the grippers')."""
     checks = [
         _bound_check(position, config.position_tolerance_m, config.statistic),
         _bound_check(orientation, config.orientation_tolerance_rad, config.statistic),
@@ -192,7 +202,7 @@ def judge(
         checks.append(
             GateCheck("joint error", passed, value, config.max_joint_error_deg, "deg", "max", message, kind=JOINT_ERROR)
         )
-    return GateResult(tuple(checks))
+    return GateResult((*checks, *extra))
 
 
 def _finite_check(reference: NonFinite, under_test: NonFinite, joint_names: Sequence[str]) -> GateCheck:

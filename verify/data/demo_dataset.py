@@ -1,10 +1,11 @@
-"""A small Koch-like LeRobot v3.0 dataset, written by lerobot's own writer, for the demo and the tests.
+"""Small LeRobot v3.0 demo datasets, one per robot, written by lerobot's own writer, for the demo and the tests.
 
-The real `koch_test` dataset lives on the hub, which these machines cannot reach. This writes the
-same layout (robot_type koch, 30 fps, laptop + phone cameras as mp4 videos, state/action in degrees
-in the Koch joint order) with smooth in-limit joint motion and images drawn from the arm's pose, so
-frames differ from one another and the policy's inputs depend on the state. Everything it draws
-from is in configs/profiles/demo_dataset.yaml.
+The recorded datasets (koch_test for Koch, the SO-101 and ALOHA recordings) live on the hub, which these
+machines cannot reach. This writes the same layout (the robot's robot_type, fps, cameras as mp4 videos,
+state/action in the robot's dataset units and joint order) with smooth in-limit joint motion of every arm
+and images drawn from each arm's tool centre point, so frames differ from one another and the policy's
+inputs depend on the state. Everything it draws from is in a profile: configs/profiles/demo_dataset.yaml
+(Koch v1.1, the default), demo_dataset_<robot>.yaml for the others.
 
 Video encoding runs in PyAV's bundled FFmpeg (libsvtav1), so no system ffmpeg is needed.
 """
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from verify_ate.kinematics import dataset_forward_kinematics, load_robot
-from verify_ate.kinematics.robot import RobotConfigError, RobotModel
+from verify_ate.kinematics import arm_poses, load_robot
+from verify_ate.kinematics.robot import Arm, RobotConfigError, RobotModel, strip_position_suffix
 from verify_ate.verify.cache import default_cache_dir
 from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
 from verify_ate.verify.errors import InputError
@@ -32,24 +33,66 @@ from verify_ate.verify.errors import InputError
 DEFAULT_PROFILE = CONFIGS_DIR / "profiles" / "demo_dataset.yaml"
 # Bump when the generated content changes for the same profile, so cached copies are rebuilt.
 GENERATOR_VERSION = 1
-DATASET_NAME = "koch_demo"
-VIEWS = ("top", "side")
-# Half extent of the drawn scene around the arm, metres: the Koch reaches about 0.3 m.
-_SCENE_EXTENT_M = 0.3
+# A profile without `name` or `label` is the Koch demo's, which predates both keys (its cache key hashes the YAML).
+DATASET_NAME = "koch_demo"  # the dataset's folder name
+VIEWS = ("top", "side", "front")
+# A profile without `gripper_open` draws the gripper fully open at 45 (Koch degrees).
+_KOCH_GRIPPER_OPEN = 45.0
+# Half width of an arm's pedestal in the side and front views, metres.
+_PEDESTAL_HALF_WIDTH_M = 0.02
 _STALE_PARTIAL_S = 3600.0
 
 
 @dataclass(frozen=True)
 class JointMotion:
-    centre_deg: float
-    amplitude_deg: float
+    """One dataset joint's motion, in the robot's dataset units (degrees or radians)."""
+
+    centre: float
+    amplitude: float
     cycles: float
+
+
+Point = tuple[float, float]
+Window = tuple[Point, Point]  # (horizontal min, max), (vertical min, max), metres
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What the cameras see, in metres of the robot model's world frame (+z up, the table at z = 0).
+
+    Views: "top" looks down (x right, y up), "side" looks along -x (y right, z up), "front" looks along +y
+    (x right, z up). `anchors`: per arm and view, where its pedestal stands (top: its centre; side and
+    front: its centre and its top) and where the drawn arm leaves it for the tool centre point."""
+
+    windows: dict[str, Window]
+    reach_height: float  # z at which the top view draws the tool centre point's disc largest
+    block_xy: Point
+    bin_xy: Point
+    anchors: tuple[dict[str, tuple[Point, Point]], ...]  # per arm: view -> (pedestal, shoulder)
+
+
+# The Koch demo's scene, as GENERATOR_VERSION 1 drew it: a profile without `scene` gets it unchanged.
+_KOCH_SCENE = Scene(
+    windows={"top": ((-0.15, 0.15), (-0.02, 0.26)), "side": ((-0.05, 0.3), (-0.03, 0.25))},
+    reach_height=0.25,
+    block_xy=(-0.07, 0.17),
+    bin_xy=(0.09, 0.15),
+    anchors=(
+        {
+            "top": ((0.0, 0.0), (0.0, 0.0)),
+            "side": ((0.0, 0.052), (0.033, 0.052)),
+            "front": ((0.0, 0.052), (0.0, 0.052)),
+        },
+    ),
+)
 
 
 @dataclass(frozen=True)
 class DemoProfile:
     robot: str
     robot_type: str
+    name: str  # the dataset's folder name in the cache, before the key
+    label: str  # what the demo's note calls the robot ("Koch", "SO-101")
     fps: int
     task: str
     seed: int
@@ -57,16 +100,19 @@ class DemoProfile:
     frames_per_episode: int
     height: int
     width: int
-    cameras: dict[str, str]  # feature key -> view ("top" | "side")
+    cameras: dict[str, str]  # feature key -> view ("top" | "side" | "front")
     action_lead_frames: int
     amplitude_scale: tuple[float, float]
-    joints: dict[str, JointMotion]  # in dataset order
+    joints: dict[str, JointMotion]  # dataset feature names (as written), in dataset order
+    units: str  # the robot's dataset units: "deg" or "rad"
+    gripper_open: float  # a gripper value (dataset units) drawn fully open
+    scene: Scene
     document: dict  # the YAML as loaded: the cache key hashes it
     source: str
 
 
 def load_demo_profile(profile: str | Path | dict | DemoProfile | None = None) -> DemoProfile:
-    """The demo dataset profile from a YAML file (default configs/profiles/demo_dataset.yaml) or a dict."""
+    """A demo dataset profile from a YAML file (default configs/profiles/demo_dataset.yaml) or a dict."""
     if isinstance(profile, DemoProfile):
         return profile
     if isinstance(profile, dict):
@@ -91,10 +137,59 @@ def _positive_int(document: dict, key: str) -> int:
     return value
 
 
+def _joint_motion(name: str, spec: dict, units: str) -> JointMotion:
+    """`centre`/`amplitude` in the robot's units; Koch's profile says `centre_deg`/`amplitude_deg`."""
+    if "centre" in spec or "amplitude" in spec:
+        centre, amplitude = spec["centre"], spec["amplitude"]
+    elif units == "deg" and ("centre_deg" in spec or "amplitude_deg" in spec):
+        centre, amplitude = spec["centre_deg"], spec["amplitude_deg"]
+    else:
+        raise ValueError(f"joint {name}: give centre and amplitude in the robot's dataset units ({units})")
+    return JointMotion(float(centre), float(amplitude), float(spec["cycles"]))
+
+
+def _pair(values) -> Point:
+    first, second = (float(v) for v in values)
+    return first, second
+
+
+def _window(values, view: str) -> Window:
+    horizontal, vertical = _pair(values[0]), _pair(values[1])
+    if not (horizontal[0] < horizontal[1] and vertical[0] < vertical[1]):
+        raise ValueError(f"scene {view}: each range must be [min, max] with min < max, got {values}")
+    return horizontal, vertical
+
+
+def _parse_scene(document: dict | None, robot: RobotModel, views: set[str]) -> Scene:
+    """The profile's `scene`, anchored on each arm's chain base; absent: the Koch demo's scene."""
+    if document is None:
+        if len(robot.arms) != 1:
+            raise ValueError(f"robot {robot.name} has {len(robot.arms)} arms: the profile needs a scene")
+        scene = _KOCH_SCENE
+    else:
+        windows = {view: _window(document[view], view) for view in VIEWS if view in document}
+        anchors = []
+        for arm in robot.arms:
+            x, y, z = (float(v) for v in arm.chain.base[:3, 3])  # type: ignore[union-attr]
+            anchors.append({"top": ((x, y), (x, y)), "side": ((y, z), (y, z)), "front": ((x, z), (x, z))})
+        reach = float(document["reach_height"])
+        if not reach > 0:
+            raise ValueError(f"scene reach_height must be positive, not {reach}")
+        scene = Scene(windows, reach, _pair(document["block_xy"]), _pair(document["bin_xy"]), tuple(anchors))
+    missing = sorted(views - set(scene.windows))
+    if missing:
+        raise ValueError(f"scene: no window for the view(s) {missing} a camera uses")
+    return scene
+
+
 def _parse_profile(document: dict, source: str) -> DemoProfile:
     if not isinstance(document, dict):
         raise ValueError("the file must hold a mapping")
     robot = load_robot(str(document["robot"]))
+    if any(arm.chain is None for arm in robot.arms):
+        raise ValueError(f"robot {robot.name}: its actions are end-effector poses; the demo moves joint chains")
+    if robot.dataset_units not in ("deg", "rad"):
+        raise ValueError(f"robot {robot.name}: dataset units {robot.dataset_units!r}; the demo writes deg or rad")
     image = document["image"]
     cameras = {str(key): str(view) for key, view in document["cameras"].items()}
     for key, view in cameras.items():
@@ -103,24 +198,27 @@ def _parse_profile(document: dict, source: str) -> DemoProfile:
         if view not in VIEWS:
             raise ValueError(f"camera {key!r}: view must be one of {VIEWS}, not {view!r}")
     joints_doc = document["joints"]
-    if list(joints_doc) != list(robot.dataset_joint_names):
+    names = [str(name) for name in joints_doc]
+    if robot.dataset_name_prefix(names) != "":
         raise ValueError(
-            f"joints must be {list(robot.dataset_joint_names)} in that order (robot {robot.name}), got "
-            f"{list(joints_doc)}"
+            f"joints must be {list(robot.dataset_joint_names)} in that order (robot {robot.name}; lerobot's "
+            f"'.pos' suffixes allowed), got {names}"
         )
-    joints = {
-        name: JointMotion(float(spec["centre_deg"]), float(spec["amplitude_deg"]), float(spec["cycles"]))
-        for name, spec in joints_doc.items()
-    }
+    joints = {name: _joint_motion(name, spec, robot.dataset_units) for name, spec in joints_doc.items()}
     low, high = (float(v) for v in document["amplitude_scale"])
     if not 0 < low <= high <= 1:
         raise ValueError(f"amplitude_scale must satisfy 0 < low <= high <= 1, got {[low, high]}")
     lead = document["action_lead_frames"]
     if isinstance(lead, bool) or not isinstance(lead, int) or lead < 0:
         raise ValueError(f"action_lead_frames must be a non-negative integer, not {lead!r}")
+    gripper_open = float(document.get("gripper_open", _KOCH_GRIPPER_OPEN))
+    if not gripper_open > 0:
+        raise ValueError(f"gripper_open must be positive, not {gripper_open}")
     profile = DemoProfile(
         robot=robot.name,
         robot_type=str(document["robot_type"]),
+        name=str(document.get("name", DATASET_NAME)),
+        label=str(document.get("label", "Koch")),
         fps=_positive_int(document, "fps"),
         task=str(document["task"]),
         seed=int(document["seed"]),
@@ -132,26 +230,50 @@ def _parse_profile(document: dict, source: str) -> DemoProfile:
         action_lead_frames=lead,
         amplitude_scale=(low, high),
         joints=joints,
+        units=robot.dataset_units,
+        gripper_open=gripper_open,
+        scene=_parse_scene(document.get("scene"), robot, set(cameras.values())),
         document=document,
         source=source,
     )
+    if not profile.name or "/" in profile.name or profile.name.startswith("."):
+        raise ValueError(f"name must be a plain folder name, not {profile.name!r}")
     _check_envelope_in_limits(profile, robot)
+    _check_above_the_table(profile, robot)
     return profile
 
 
 def _check_envelope_in_limits(profile: DemoProfile, robot: RobotModel) -> None:
-    """Every kinematic joint's centre +- amplitude must map inside the model's joint limits."""
-    centre = np.array([m.centre_deg for m in profile.joints.values()])
-    amplitude = np.array([m.amplitude_deg for m in profile.joints.values()])
-    ends = robot.dataset_to_model(np.stack([centre - amplitude, centre + amplitude]), units="deg")
-    low, high = ends.min(axis=0), ends.max(axis=0)
-    for i, name in enumerate(robot.joint_names):
-        if low[i] < robot.lower_limits[i] or high[i] > robot.upper_limits[i]:
-            raise ValueError(
-                f"joint {name}: centre +- amplitude reaches model angles [{np.degrees(low[i]):.1f}, "
-                f"{np.degrees(high[i]):.1f}] deg, outside the limits [{np.degrees(robot.lower_limits[i]):.1f}, "
-                f"{np.degrees(robot.upper_limits[i]):.1f}] deg of {robot.source}"
-            )
+    """Every arm's kinematic joints' centre +- amplitude must map inside that arm's chain limits."""
+    centre = np.array([m.centre for m in profile.joints.values()])
+    amplitude = np.array([m.amplitude for m in profile.joints.values()])
+    unit = "deg" if profile.units == "deg" else "rad"
+    for arm in robot.arms:
+        chain = arm.chain
+        assert chain is not None  # _parse_profile refused chainless robots
+        ends = robot.dataset_to_model(np.stack([centre - amplitude, centre + amplitude]), units=profile.units, arm=arm)
+        low, high = ends.min(axis=0), ends.max(axis=0)
+        for i, name in enumerate(arm.dataset_joints):
+            if low[i] < chain.lower[i] or high[i] > chain.upper[i]:
+                where = f"arm {arm.name} " if len(robot.arms) > 1 else ""
+                raise ValueError(
+                    f"{where}joint {name}: centre +- amplitude ({unit}) reaches model angles "
+                    f"[{np.degrees(low[i]):.1f}, {np.degrees(high[i]):.1f}] deg, outside the limits "
+                    f"[{np.degrees(chain.lower[i]):.1f}, {np.degrees(chain.upper[i]):.1f}] deg of {robot.source}"
+                )
+
+
+def _check_above_the_table(profile: DemoProfile, robot: RobotModel) -> None:
+    """Every arm's tool centre point must stay above the table (z > 0) over every episode's motion."""
+    for episode in range(profile.episodes):
+        state, _ = episode_joint_motion(profile, episode)
+        for arm, poses in arm_poses(robot, state.astype(np.float64), units=profile.units).items():
+            lowest = float(np.asarray(poses.position)[:, 2].min())
+            if lowest <= 0.0:
+                raise ValueError(
+                    f"episode {episode}: arm {arm}'s tool centre point goes {-lowest * 1000:.0f} mm under the table "
+                    f"(z = {lowest:.3f} m); move the joints' centres or shrink their amplitudes"
+                )
 
 
 def profile_cache_key(profile: DemoProfile) -> str:
@@ -162,19 +284,29 @@ def profile_cache_key(profile: DemoProfile) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def policy_features(profile: DemoProfile) -> dict:
+    """The `features` section a pi0 profile (configs/profiles/tiny_pi0.yaml) needs for this dataset: every
+    camera [3, H, W] and the state and action widths."""
+    return {
+        "cameras": {key: [3, profile.height, profile.width] for key in profile.cameras},
+        "state_dim": len(profile.joints),
+        "action_dim": len(profile.joints),
+    }
+
+
 # ── joint motion and images ───────────────────────────────────────────────────────────────────────
 
 
 def episode_joint_motion(profile: DemoProfile, episode: int) -> tuple[np.ndarray, np.ndarray]:
-    """(state, action) of one episode, each [frames, 6] float32 in dataset degrees."""
+    """(state, action) of one episode, each [frames, J] float32 in the robot's dataset units."""
     rng = np.random.default_rng([profile.seed, episode])
     motions = list(profile.joints.values())
     phase = rng.uniform(0.0, 2 * np.pi, size=len(motions))
     scale = rng.uniform(*profile.amplitude_scale)
     steps = profile.frames_per_episode + profile.action_lead_frames
     t = np.arange(steps)[:, None] / profile.frames_per_episode
-    centre = np.array([m.centre_deg for m in motions])
-    amplitude = np.array([m.amplitude_deg for m in motions])
+    centre = np.array([m.centre for m in motions])
+    amplitude = np.array([m.amplitude for m in motions])
     cycles = np.array([m.cycles for m in motions])
     q = centre + scale * amplitude * np.sin(2 * np.pi * cycles * t + phase)
     state = q[: profile.frames_per_episode]
@@ -221,37 +353,45 @@ class _Canvas:
         self.pixels[distance2 <= thickness_px**2] = colour
 
 
-# Fixed props of the scene (metres, world frame of the robot model): where the block waits and the bin stands.
-_BLOCK_XY = (-0.07, 0.17)
-_BIN_XY = (0.09, 0.15)
-_SHOULDER_YZ = (0.033, 0.052)
-
-
-def draw_view(view: str, tcp: np.ndarray, gripper_deg: float, height: int, width: int) -> np.ndarray:
-    """One camera image [H, W, 3] uint8 for a tool-centre-point position (metres) and gripper opening."""
-    x, y, z = (float(v) for v in tcp)
-    opening = float(np.clip(gripper_deg / 45.0, 0.0, 1.0))
-    gripper_colour = (60, int(120 + 130 * opening), 60)
-    scale = min(height, width) / 48.0
-    if view == "top":  # looking down: x to the right, y (away from the base) up
-        canvas = _Canvas(height, width, (-_SCENE_EXTENT_M / 2, _SCENE_EXTENT_M / 2), (-0.02, 0.26))
-        canvas.fill((150, 120, 90))  # table
-        canvas.rectangle(_BIN_XY[0] - 0.03, _BIN_XY[1] - 0.03, _BIN_XY[0] + 0.03, _BIN_XY[1] + 0.03, (40, 50, 110))
-        canvas.rectangle(
-            _BLOCK_XY[0] - 0.012, _BLOCK_XY[1] - 0.012, _BLOCK_XY[0] + 0.012, _BLOCK_XY[1] + 0.012, (200, 40, 40)
-        )
-        canvas.disc(0.0, 0.0, 3 * scale, (30, 30, 30))  # base
-        canvas.segment((0.0, 0.0), (x, y), (200, 200, 200), 1.2 * scale)
-        canvas.disc(x, y, (2.0 + 8.0 * max(z, 0.0) / 0.25) * scale, gripper_colour)
-    elif view == "side":  # looking along -x: y to the right, z up
-        canvas = _Canvas(height, width, (-0.05, _SCENE_EXTENT_M), (-0.03, 0.25))
-        canvas.fill((170, 190, 210))  # wall
-        canvas.rectangle(-0.05, -0.03, _SCENE_EXTENT_M, 0.0, (150, 120, 90))  # table
-        canvas.rectangle(-0.02, 0.0, 0.02, _SHOULDER_YZ[1], (30, 30, 30))  # base
-        canvas.segment(_SHOULDER_YZ, (y, z), (200, 200, 200), 1.2 * scale)
-        canvas.disc(y, z, (2.0 + 3.0 * opening) * scale, gripper_colour)
-    else:
+def draw_view(
+    view: str, tcp: np.ndarray, opening: float | list[float], height: int, width: int, scene: Scene = _KOCH_SCENE
+) -> np.ndarray:
+    """One camera image [H, W, 3] uint8 for every arm's tool-centre-point position (metres, [arms, 3] or [3]
+    for one arm) and gripper opening (0 closed .. 1 open, one per arm)."""
+    points = np.asarray(tcp, dtype=np.float64).reshape(-1, 3)
+    openings = [float(v) for v in np.atleast_1d(np.asarray(opening, dtype=np.float64))]
+    if len(openings) != len(points) or len(points) != len(scene.anchors):
+        raise ValueError(f"{len(scene.anchors)} arm(s) in the scene, {len(points)} positions, {len(openings)} openings")
+    if view not in VIEWS:
         raise ValueError(f"unknown view {view!r} (known: {VIEWS})")
+    if view not in scene.windows:
+        raise ValueError(f"the scene has no window for the {view} view")
+    scale = min(height, width) / 48.0
+    canvas = _Canvas(height, width, *scene.windows[view])
+    anchors = [arm[view] for arm in scene.anchors]
+    colours = [(60, int(120 + 130 * value), 60) for value in openings]
+    if view == "top":  # looking down: x to the right, y (away from the base) up
+        canvas.fill((150, 120, 90))  # table
+        bx, by = scene.bin_xy
+        canvas.rectangle(bx - 0.03, by - 0.03, bx + 0.03, by + 0.03, (40, 50, 110))
+        kx, ky = scene.block_xy
+        canvas.rectangle(kx - 0.012, ky - 0.012, kx + 0.012, ky + 0.012, (200, 40, 40))
+        for pedestal, _ in anchors:
+            canvas.disc(*pedestal, 3 * scale, (30, 30, 30))  # base
+        for (_, shoulder), (x, y, z), colour in zip(anchors, points, colours, strict=True):
+            canvas.segment(shoulder, (x, y), (200, 200, 200), 1.2 * scale)
+            canvas.disc(x, y, (2.0 + 8.0 * max(z, 0.0) / scene.reach_height) * scale, colour)
+    else:  # "side" looks along -x: y to the right, z up; "front" looks along +y: x to the right, z up
+        horizontal, vertical = scene.windows[view]
+        canvas.fill((170, 190, 210))  # wall
+        canvas.rectangle(horizontal[0], vertical[0], horizontal[1], 0.0, (150, 120, 90))  # table
+        for (u, top), _ in anchors:
+            canvas.rectangle(u - _PEDESTAL_HALF_WIDTH_M, 0.0, u + _PEDESTAL_HALF_WIDTH_M, top, (30, 30, 30))  # base
+        across = 1 if view == "side" else 0
+        for (_, shoulder), point, value, colour in zip(anchors, points, openings, colours, strict=True):
+            tip = (float(point[across]), float(point[2]))
+            canvas.segment(shoulder, tip, (200, 200, 200), 1.2 * scale)
+            canvas.disc(*tip, (2.0 + 3.0 * value) * scale, colour)
     return canvas.pixels
 
 
@@ -259,7 +399,7 @@ def draw_view(view: str, tcp: np.ndarray, gripper_deg: float, height: int, width
 
 
 def dataset_features(profile: DemoProfile) -> dict:
-    """LeRobot feature spec of the demo dataset, shaped like the recorded Koch datasets."""
+    """LeRobot feature spec of the demo dataset, shaped like the robot's recorded datasets."""
     names = list(profile.joints)
     features = {
         key: {"dtype": "video", "shape": (profile.height, profile.width, 3), "names": ["height", "width", "channels"]}
@@ -296,11 +436,19 @@ def _quiet_writer():
             datasets.enable_progress_bars()
 
 
+def _gripper_index(robot: RobotModel, arm: Arm) -> int | None:
+    """Where the arm's gripper value sits in a dataset vector: the one its robot config names, else a joint
+    called gripper (one arm) or <arm>_gripper; None when the arm has none."""
+    names = [strip_position_suffix(name) for name in robot.dataset_joint_names]
+    candidates = [arm.gripper.joint] if arm.gripper is not None else ["gripper", f"{arm.name}_gripper"]
+    return next((names.index(name) for name in candidates if name in names), None)
+
+
 def _write_with_lerobot(root: Path, profile: DemoProfile) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     robot = load_robot(profile.robot)
-    gripper = list(profile.joints).index("gripper") if "gripper" in profile.joints else None
+    grippers = [_gripper_index(robot, arm) for arm in robot.arms]
     with _quiet_writer():
         dataset = LeRobotDataset.create(
             repo_id=f"local/{root.name}",
@@ -314,11 +462,17 @@ def _write_with_lerobot(root: Path, profile: DemoProfile) -> None:
         try:
             for episode in range(profile.episodes):
                 state, action = episode_joint_motion(profile, episode)
-                tcp = dataset_forward_kinematics(robot, state.astype(np.float64), units="deg").position
+                poses = arm_poses(robot, state.astype(np.float64), units=profile.units)
+                tcp = np.stack([np.asarray(arm.position) for arm in poses.values()], axis=1)  # [frames, arms, 3]
                 for frame in range(profile.frames_per_episode):
-                    opening = float(state[frame, gripper]) if gripper is not None else 0.0
+                    opening = [
+                        float(np.clip(float(state[frame, index]) / profile.gripper_open, 0.0, 1.0))
+                        if index is not None
+                        else 0.0
+                        for index in grippers
+                    ]
                     item = {
-                        key: draw_view(view, tcp[frame], opening, profile.height, profile.width)
+                        key: draw_view(view, tcp[frame], opening, profile.height, profile.width, profile.scene)
                         for key, view in profile.cameras.items()
                     }
                     item["observation.state"] = state[frame]
@@ -357,17 +511,21 @@ def write_demo_dataset(root: str | Path, profile: str | Path | dict | DemoProfil
     return root
 
 
+def demo_dataset_folder(cache_dir: str | Path | None, profile: DemoProfile) -> Path:
+    """Where the cached demo dataset of this profile and lerobot version lies: <cache>/datasets/<name>-<key>."""
+    datasets_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return datasets_dir / "datasets" / f"{profile.name}-{profile_cache_key(profile)}"
+
+
 def ensure_demo_dataset(
     cache_dir: str | Path | None = None, profile: str | Path | dict | DemoProfile | None = None
 ) -> Path:
     """The cached demo dataset for this profile and lerobot version, written on first use."""
     spec = load_demo_profile(profile)
-    datasets_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    datasets_dir = datasets_dir / "datasets"
-    target = datasets_dir / f"{DATASET_NAME}-{profile_cache_key(spec)}"
+    target = demo_dataset_folder(cache_dir, spec)
     if (target / "meta" / "info.json").is_file():
         return target
-    _remove_stale_partials(datasets_dir)
+    _remove_stale_partials(target.parent, spec.name)
     try:
         return write_demo_dataset(target, spec)
     except InputError:
@@ -377,12 +535,12 @@ def ensure_demo_dataset(
         raise
 
 
-def _remove_stale_partials(folder: Path) -> None:
+def _remove_stale_partials(folder: Path, name: str) -> None:
     """Staging folders of builds killed long ago (a live build is younger than this)."""
     if not folder.is_dir():
         return
     now = time.time()
-    for partial in folder.glob(f".{DATASET_NAME}-*.partial"):
+    for partial in folder.glob(f".{name}-*.partial"):
         with contextlib.suppress(OSError):
             if now - partial.stat().st_mtime > _STALE_PARTIAL_S:
                 shutil.rmtree(partial, ignore_errors=True)

@@ -4,8 +4,9 @@ Three parts, one job each:
 - `ImportCache`: the folder where old-format inputs are made current once (a LeRobot v2.x dataset, a
   pre-0.4 lerobot pi0 checkpoint) and where checkpoint hashes are remembered;
 - `UserSource`: a user's checkpoint and dataset folders, checked, and imported through the cache when old;
-- `DemoSource`: the embedded demo, a dataset written by lerobot and the tiny pi0 trained on it (or the
-  full-size seeded pi0), made on first use under the cache.
+- `DemoSource`: the embedded demo of one robot (`demo_robots()`: Koch v1.1 by default, SO-101, ALOHA), a
+  dataset written by lerobot and the tiny pi0 trained on it (or the full-size seeded pi0), made on first use
+  under the cache.
 Both sources answer the same questions (`ModelSource`), so the commands never ask which one they have.
 """
 
@@ -19,21 +20,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from verify_ate.kinematics import RobotModel, load_robot
+from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
 from verify_ate.verify.errors import InputError
 from verify_ate.verify.run.sides import RunInputs, check_cameras, default_noise
 
 if TYPE_CHECKING:  # the model packages load torch, which the model-free commands do without
+    from verify_ate.verify.data.demo_dataset import DemoProfile
     from verify_ate.verify.model.seeded import SeededCheckpoint
+    from verify_ate.verify.model.training import TrainingRecipe
 
 HASH_CACHE_FILE = "checkpoint_hashes.json"
 IMPORTED_FOLDER = "imported"  # old-format inputs imported into the cache
 MODEL_SIZES = ("tiny", "full")
 DEMO_NOTE = {
-    "tiny": "demo: tiny pi0 TRAINED on a generated Koch-like dataset (seeded, {steps} steps); its numbers show the "
-    "tool works, they say nothing about the Koch pi0 checkpoint",
-    "full": "demo: full-size pi0 with RANDOM weights (seeded) on a generated Koch-like dataset; its numbers show "
-    "the tool works, they say nothing about the Koch pi0 checkpoint",
+    "tiny": "demo: tiny pi0 TRAINED on a generated {label}-like dataset (seeded, {steps} steps); its numbers show "
+    "the tool works, they say nothing about the {label} pi0 checkpoint",
+    "full": "demo: full-size pi0 with RANDOM weights (seeded) on a generated {label}-like dataset; its numbers "
+    "show the tool works, they say nothing about the {label} pi0 checkpoint",
 }
+DEFAULT_DEMO_ROBOT = "koch_v1_1"
+# configs/profiles/demo_dataset<suffix>.yaml names a demo's robot; demo_training<suffix>.yaml (when there is
+# one, else demo_training.yaml) is its recipe, verify/model/demo_policy<suffix>/ its committed checkpoint.
+DEMO_PROFILES_DIR = CONFIGS_DIR / "profiles"
+DEMO_DATASET_STEM, DEMO_TRAINING_STEM, DEMO_POLICY_STEM = "demo_dataset", "demo_training", "demo_policy"
 
 
 class ModelSource(Protocol):
@@ -206,27 +215,107 @@ class UserSource:
 
 
 @dataclass(frozen=True)
+class DemoFiles:
+    """One robot's demo: its dataset profile, its training recipe, and where its trained tiny pi0 is committed."""
+
+    robot: str
+    dataset_profile: Path
+    recipe: Path
+    suffix: str  # "" for the Koch demo, "_<robot>" for the others: demo_dataset<suffix>.yaml
+
+    @property
+    def committed(self) -> Path:
+        """verify/model/demo_policy<suffix>/."""
+        from verify_ate.verify.model.training import COMMITTED_POLICY
+
+        return COMMITTED_POLICY.with_name(DEMO_POLICY_STEM + self.suffix)
+
+    def profile(self) -> DemoProfile:
+        from verify_ate.verify.data.demo_dataset import load_demo_profile
+
+        return load_demo_profile(self.dataset_profile)
+
+    def training_recipe(self) -> TrainingRecipe:
+        from verify_ate.verify.model.training import load_recipe
+
+        return load_recipe(self.recipe)
+
+    def tiny_profile(self, profile: DemoProfile | None = None) -> dict:
+        """configs/profiles/tiny_pi0.yaml with this demo dataset's cameras and widths (unchanged for Koch's)."""
+        from verify_ate.verify.model.tiny import load_tiny_profile
+
+        return _with_features(load_tiny_profile(), profile or self.profile())
+
+    def full_profile(self, profile: DemoProfile | None = None) -> dict:
+        """configs/profiles/full_pi0.yaml with this demo dataset's cameras and widths (unchanged for Koch's)."""
+        from verify_ate.verify.model.tiny import load_full_profile
+
+        return _with_features(load_full_profile(), profile or self.profile())
+
+
+def _with_features(pi0_profile: dict, demo: DemoProfile) -> dict:
+    from verify_ate.verify.data.demo_dataset import policy_features
+
+    features = policy_features(demo)
+    return pi0_profile if pi0_profile.get("features") == features else {**pi0_profile, "features": features}
+
+
+def demo_robots() -> dict[str, DemoFiles]:
+    """Every robot with a demo, by robot name (configs/profiles/demo_dataset*.yaml), the default first."""
+    demos: dict[str, DemoFiles] = {}
+    for path in sorted(
+        DEMO_PROFILES_DIR.glob(f"{DEMO_DATASET_STEM}*.yaml"), key=lambda p: (p.stem != DEMO_DATASET_STEM, p.stem)
+    ):
+        suffix = path.stem[len(DEMO_DATASET_STEM) :]
+        if suffix and not suffix.startswith("_"):
+            continue
+        document = read_yaml(path, "demo dataset profile")
+        robot = str(document.get("robot", "")) if isinstance(document, dict) else ""
+        if not robot:
+            raise InputError(f"{path}: invalid demo dataset profile: missing key 'robot'")
+        recipe = DEMO_PROFILES_DIR / f"{DEMO_TRAINING_STEM}{suffix}.yaml"
+        if not recipe.is_file():
+            recipe = DEMO_PROFILES_DIR / f"{DEMO_TRAINING_STEM}.yaml"
+        demos.setdefault(robot, DemoFiles(robot, path, recipe, suffix))
+    return demos
+
+
+def demo_files(robot: str) -> DemoFiles:
+    """The demo of `robot` (a robot name, as --robot takes it); InputError naming the robots that have one."""
+    demos = demo_robots()
+    if robot not in demos:
+        raise InputError(f"robot {robot!r} has no demo (--demo --robot takes one of: {', '.join(demos)})")
+    return demos[robot]
+
+
+@dataclass(frozen=True)
 class DemoSource:
-    """The demo: a generated Koch-like dataset written by lerobot, and the tiny pi0 trained on it (committed,
-    or trained into the cache on first use), or the full-size pi0 with seeded weights made on each side's
-    own device; with `save_checkpoint`, that model is written there first and run from there."""
+    """The demo of one robot: a generated dataset like that robot's recordings, written by lerobot, and the tiny
+    pi0 trained on it (committed, or trained into the cache on first use), or the full-size pi0 with seeded
+    weights made on each side's own device; with `save_checkpoint`, that model is written there first and run
+    from there."""
 
     cache_dir: Path | None = None
     size: str = "tiny"  # "tiny" (the trained checkpoint) or "full" (lerobot's real sizes, seeded)
     save_checkpoint: Path | None = None
     num_inference_steps: int | None = None
+    robot: str = DEFAULT_DEMO_ROBOT  # a robot with a demo (`demo_robots()`)
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_SIZES:
             raise InputError(f"model size {self.size!r}: one of {', '.join(MODEL_SIZES)}")
+        demo_files(self.robot)  # refuses a robot without a demo, naming those with one
+
+    @property
+    def demo(self) -> DemoFiles:
+        return demo_files(self.robot)
 
     @property
     def note(self) -> str:
+        label = self.demo.profile().label
         if self.size == "full":
-            return DEMO_NOTE["full"]
-        from verify_ate.verify.model.training import load_recipe
-
-        return DEMO_NOTE["tiny"].format(steps=load_recipe().steps)
+            return DEMO_NOTE["full"].format(label=label)
+        return DEMO_NOTE["tiny"].format(label=label, steps=self.demo.training_recipe().steps)
 
     @property
     def extra_meta(self) -> dict:
@@ -245,19 +334,20 @@ class DemoSource:
 
         if progress is not None:
             progress.step("preparing the demo dataset (written by lerobot on first use)")
-        return ensure_demo_dataset(self.cache.folder)
+        return ensure_demo_dataset(self.cache.folder, self.demo.profile())
 
     def checkpoint_folder(
         self, dataset_stats: dict | None, progress: Any = None, build_device: str = "cpu"
     ) -> Path | SeededCheckpoint:
         if self.size == "full":
             return self._full_size(dataset_stats, progress, build_device)
-        from verify_ate.verify.data.demo_dataset import ensure_demo_dataset, load_demo_profile, profile_cache_key
+        from verify_ate.verify.data.demo_dataset import ensure_demo_dataset, profile_cache_key
         from verify_ate.verify.data.observation import load_chunk_frames
         from verify_ate.verify.model.training import ensure_trained_checkpoint
 
-        dataset = ensure_demo_dataset(self.cache.folder)  # made by dataset_folder already: this only finds it
-        demo = load_demo_profile()
+        files = self.demo
+        demo = files.profile()
+        dataset = ensure_demo_dataset(self.cache.folder, demo)  # made by dataset_folder already: this only finds it
         tiny = ensure_trained_checkpoint(
             self.cache.folder / "checkpoints",
             lambda chunk_size: load_chunk_frames(dataset, chunk_size),
@@ -265,6 +355,9 @@ class DemoSource:
             profile_cache_key(demo),
             evaluate=lambda folder: demo_tracking_error(folder, dataset, load_robot(demo.robot)),
             progress=progress,
+            recipe=files.training_recipe(),
+            profile=files.tiny_profile(demo),
+            committed=files.committed,
         )
         if self.save_checkpoint is None:
             return tiny
@@ -275,9 +368,8 @@ class DemoSource:
 
     def _full_size(self, dataset_stats: dict | None, progress: Any, build_device: str) -> Path | SeededCheckpoint:
         from verify_ate.verify.model.seeded import SeededCheckpoint, save_seeded_checkpoint
-        from verify_ate.verify.model.tiny import load_full_profile
 
-        recipe = SeededCheckpoint(load_full_profile(), seed=0, dataset_stats=dataset_stats or {})
+        recipe = SeededCheckpoint(self.demo.full_profile(), seed=0, dataset_stats=dataset_stats or {})
         if self.save_checkpoint is None:
             return recipe
         from verify_ate.verify.model.devices import resolve_device
@@ -285,6 +377,18 @@ class DemoSource:
         if progress is not None:
             progress.step(f"making the full-size seeded pi0 on {build_device} and writing {self.save_checkpoint}")
         return save_seeded_checkpoint(recipe, self.save_checkpoint, resolve_device(build_device), progress)
+
+
+def demo_source_for_robot(
+    name: str,
+    size: str = "tiny",
+    cache_dir: Path | None = None,
+    save_checkpoint: Path | None = None,
+    num_inference_steps: int | None = None,
+) -> DemoSource:
+    """The demo of robot `name` (`--demo --robot NAME`): its dataset profile and its trained checkpoint, cached
+    apart from every other robot's. InputError naming the robots with a demo when `name` has none."""
+    return DemoSource(cache_dir, size, save_checkpoint, num_inference_steps, robot=name)
 
 
 # ---------------------------------------------------------------- one frame's shared inputs
@@ -330,13 +434,13 @@ def prepare_inputs(
 
 def demo_tracking_error(checkpoint: Path, dataset: Path, robot: RobotModel) -> dict:
     """How closely a checkpoint's predicted action chunks follow the recorded ones, over every frame of
-    `dataset`: the tool centre point's distance (m) through `robot`'s forward kinematics, with a run's
-    default noise (seed 0). Steps past an episode's end, where lerobot repeats the last action
-    (`action_is_pad`), are left out of mean and max, and counted as lerobot pads them in the *_with_padding
-    figures."""
+    `dataset`: the tool centre point's distance (m) through `robot`'s forward kinematics, every arm's (mean and
+    max over all arms, and per arm under "arms"), with a run's default noise (seed 0). Steps past an episode's
+    end, where lerobot repeats the last action (`action_is_pad`), are left out of mean and max, and counted as
+    lerobot pads them in the *_with_padding figures."""
     import numpy as np
 
-    from verify_ate.kinematics import dataset_forward_kinematics
+    from verify_ate.kinematics import arm_poses
     from verify_ate.verify.compare.metrics import position_errors
     from verify_ate.verify.data.observation import load_chunk_frames
     from verify_ate.verify.model.runner import Pi0Runner
@@ -347,9 +451,9 @@ def demo_tracking_error(checkpoint: Path, dataset: Path, robot: RobotModel) -> d
         predicted = runner.predict(frames, noise)
     recorded = np.stack([np.asarray(frame["action"]) for frame in frames])  # [N, chunk, A]
     padded = np.stack([np.asarray(frame["action_is_pad"]) for frame in frames])  # [N, chunk]
-    distance = position_errors(
-        dataset_forward_kinematics(robot, recorded), dataset_forward_kinematics(robot, predicted)
-    )  # [N, chunk]
+    recorded_poses, predicted_poses = arm_poses(robot, recorded), arm_poses(robot, predicted)
+    per_arm = {name: position_errors(recorded_poses[name], predicted_poses[name]) for name in recorded_poses}
+    distance = np.stack(list(per_arm.values()), axis=-1)  # [N, chunk, arms]
     return {
         "mean_tcp_distance_m": float(distance[~padded].mean()),
         "max_tcp_distance_m": float(distance[~padded].max()),
@@ -360,4 +464,11 @@ def demo_tracking_error(checkpoint: Path, dataset: Path, robot: RobotModel) -> d
         "padded_steps": int(padded.sum()),
         "noise_seed": noise.seed,
         "robot": robot.name,
+        "arms": {
+            name: {
+                "mean_tcp_distance_m": float(errors[~padded].mean()),
+                "max_tcp_distance_m": float(errors[~padded].max()),
+            }
+            for name, errors in per_arm.items()
+        },
     }

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from verify_ate.kinematics import RobotModel
+from verify_ate.kinematics.robot import check_recorded_range
 from verify_ate.noise import FixedNoise, check_noise_shape, make_noise
 from verify_ate.verify.compare.artifact import SCHEMA, TrajectoryArtifact
 from verify_ate.verify.errors import InputError
@@ -107,7 +110,10 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
         noise = inputs.noise or default_noise(runner.expected_noise_shape)
         check_noise_shape(noise.shape, runner.expected_noise_shape, inputs.noise_source)
         dataset_action_names(
-            inputs.observations.features, str(inputs.observations.description["dataset"]), inputs.robot
+            inputs.observations.features,
+            str(inputs.observations.description["dataset"]),
+            inputs.robot,
+            inputs.observations.stats,
         )
         check_action_width(runner.action_dim, inputs.checkpoint, inputs.robot)
         step(f"predicting on {side.label}")
@@ -183,6 +189,8 @@ def artifact_meta(
         "robot": robot.name,
         "joint_names": list(joint_names or robot.dataset_joint_names),  # as the dataset gives them
         "units": robot.dataset_units,
+        "robot_model": robot.describe(),
+        **({"robot_calibration": robot.calibration} if robot.calibration else {}),
         "device": side.device,
         "device_info": facts["device_info"],
         "dtype": side.dtype,
@@ -205,10 +213,24 @@ def artifact_meta(
     }
 
 
-def dataset_action_names(features: dict, dataset: str, robot: RobotModel) -> list[str]:
+def dataset_action_names(features: dict, dataset: str, robot: RobotModel, stats: dict | None = None) -> list[str]:
     """The dataset's action names as it gives them (info.json `features`, a list or nested under
     "motors"), which must be the robot config's joints in order, possibly behind an arm prefix
-    (v2-era Koch recordings say main_shoulder_pan...). The robot's own names when the dataset has none."""
+    (v2-era Koch recordings say main_shoulder_pan...). The robot's own names when the dataset has none.
+    With the dataset's `stats`, the recorded action range must be angles in the robot's units."""
+    if robot.dataset_units == "normalized" and not robot.calibration:
+        raise InputError(
+            f"{dataset}: robot {robot.name}'s joints are recorded in lerobot's normalised range (-100..100); give "
+            "the arm's calibration JSON with --robot-calibration FILE (or --robot-units deg if it was recorded "
+            "with use_degrees=True)"
+        )
+    action_stats = (stats or {}).get("action") or {}
+    if "min" in action_stats and "max" in action_stats:
+        low, high = (np.asarray(action_stats[key], dtype=np.float64).ravel() for key in ("min", "max"))
+        if low.shape == high.shape == (len(robot.dataset_joint_names),):
+            check_recorded_range(
+                robot, low, high, robot.dataset_units, f"{dataset} (action min/max in meta/stats.json)"
+            )
     names = (features.get("action") or {}).get("names")
     if isinstance(names, dict):  # some lerobot datasets nest names under "motors"
         names = next(iter(names.values()), None)
