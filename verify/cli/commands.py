@@ -151,10 +151,13 @@ def _selftest_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants",
         metavar="NAME[,NAME...]",
-        help=f"variants to run (default: all that run on the device: {', '.join(VARIANTS)})",
+        help=f"variants to run (default: all that apply to the checkpoint's policy and run on the device: "
+        f"{', '.join(VARIANTS)})",
     )
     parser.add_argument(
-        "--faults", default=",".join(FAULTS), metavar="FAULT[,FAULT...]", help="faults to inject (default: all)"
+        "--faults",
+        metavar="FAULT[,FAULT...]",
+        help=f"faults to inject (default: all that apply to the checkpoint's policy: {', '.join(FAULTS)})",
     )
     parser.add_argument(
         "--sensitivity",
@@ -181,15 +184,14 @@ def selftest_command() -> CommandLine:
 def selftest(argv: list[str]) -> int:
     parsed = selftest_command().parse(argv)
     from verify_ate.verify.commands.selftest import run_selftest
-    from verify_ate.verify.model.devices import parse_device
-    from verify_ate.verify.model.rewrites import FAULT, VARIANT, VARIANTS, applicable, parse_names
+    from verify_ate.verify.model.rewrites import FAULT, VARIANT, parse_names
 
     side = parsed[SingleDeviceArgs]
-    if parsed.args.variants is None:  # the default: every variant that runs on this device
-        variants = applicable(VARIANTS, parse_device(side.device).backend)
-    else:
-        variants = parse_names(parsed.args.variants, VARIANT)
-    cases = (variants, parse_names(parsed.args.faults, FAULT))
+    # None: every one that applies to the checkpoint's policy and runs on the device (known once it is read)
+    cases = (
+        None if parsed.args.variants is None else parse_names(parsed.args.variants, VARIANT),
+        None if parsed.args.faults is None else parse_names(parsed.args.faults, FAULT),
+    )
     return run_selftest(
         side,
         parsed[ModelArgs],

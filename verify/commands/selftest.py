@@ -27,18 +27,29 @@ def run_selftest(
     robot: RobotModel,
     gate: GateConfig,
     outputs: OutputPaths,
-    cases: tuple[tuple[str, ...], tuple[str, ...]],
+    cases: tuple[tuple[str, ...] | None, tuple[str, ...] | None],
     sensitivity: bool = False,
     quiet: bool = False,
 ) -> int:
-    """Every case in `cases` (variants, faults) on `side` against `side` unmodified, all on one loaded model;
-    returns the exit code: 0 when every variant passes the calibrated gate and every fault fails it where it
-    was injected."""
-    from verify_ate.verify.model.devices import resolve_device
-    from verify_ate.verify.model.rewrites import CATALOGUE
+    """Every case in `cases` (variants, faults; None: every one that applies to the checkpoint's policy and runs on
+    the device) on `side` against `side` unmodified, all on one loaded model; returns the exit code: 0 when every
+    variant passes the calibrated gate and every fault fails it where it was injected."""
+    from verify_ate.verify.model.devices import parse_device, resolve_device
+    from verify_ate.verify.model.rewrites import CATALOGUE, FAULTS, VARIANTS, applicable
     from verify_ate.verify.run import calibrate
+    from verify_ate.verify.run.inputs import UserSource
 
     resolve_device(side.device)
+    policy = "pi0"
+    if isinstance(source, UserSource):
+        from verify_ate.verify.model.policies import checkpoint_adapter
+
+        policy = checkpoint_adapter(source.checkpoint).name
+    backend = parse_device(side.device).backend
+    cases = (
+        applicable(VARIANTS, backend, policy) if cases[0] is None else cases[0],
+        applicable(FAULTS, backend, policy) if cases[1] is None else cases[1],
+    )
     if side.variants or side.faults:
         raise InputError("selftest applies each variant and fault itself; no variant or fault may be given")
     config = SelftestConfig.from_file()
@@ -57,7 +68,7 @@ def run_selftest(
         inputs = prepare_inputs(
             source, robot, selection.episode, selection.frame, selection.noise, progress, side.device
         )
-        progress.step(f"loading pi0 on {side.label}")
+        progress.step(f"loading {policy} on {side.label}")
         with load_runner(side, inputs.checkpoint, inputs.observations.stats, progress=progress) as runner:
             noise = inputs.noise or default_noise(runner.expected_noise_shape)
             if gate.calibration is None:

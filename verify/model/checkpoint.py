@@ -49,18 +49,19 @@ HASHED_SUFFIXES = (".safetensors", ".json", ".model")
 
 def check_checkpoint_folder(folder: Path) -> None:
     """Everything about a checkpoint folder that can be checked without building a model, before any
-    heavy work: config.json (a JSON object of type pi0), the weight files' headers (sizes, shards),
-    a tokenizer file that parses, processor pipelines whose statistics files are there. InputError
-    naming the file and the problem."""
+    heavy work: config.json (a JSON object of a supported policy type), the weight files' headers (sizes,
+    shards), a tokenizer file that parses (policies that take a prompt), processor pipelines whose statistics
+    files are there. InputError naming the file and the problem."""
     if not folder.is_dir():
         raise InputError(f"{folder}: checkpoint folder not found")
     config = _json_file(folder / CONFIG_FILE, "config", required=True)
     if not isinstance(config, dict):
         raise InputError(f"{folder / CONFIG_FILE}: not a policy config (a JSON object is expected)")
-    if config.get("type") != "pi0":
-        raise InputError(f"{folder / CONFIG_FILE}: policy type is {config.get('type')!r}, not 'pi0'")
+    from verify_ate.verify.model.policies import adapter_for
+
+    adapter = adapter_for(str(config.get("type")), str(folder / CONFIG_FILE))
     checkpoint_weights(folder)
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if adapter.needs_tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(
             f"{folder}: no tokenizer in the checkpoint folder (needs {' or '.join(TOKENIZER_FILES)} "
             "with tokenizer_config.json; save the PaliGemma tokenizer there with "
@@ -103,14 +104,20 @@ def load_checkpoint_tokenizer(folder: Path):
 
 
 def load_pi0_config(folder: Path, overrides: list[str] = ()):
-    """config.json parsed by lerobot (PreTrainedConfig.from_pretrained); must be a pi0 config.
+    """config.json parsed by lerobot (PreTrainedConfig.from_pretrained); must be a pi0 config."""
+    from lerobot.policies.pi0 import PI0Config
+
+    return load_policy_config(folder, overrides, PI0Config, "pi0")
+
+
+def load_policy_config(folder: Path, overrides: list[str], config_class: Any, policy_type: str):
+    """config.json parsed by lerobot (PreTrainedConfig.from_pretrained); must be a `config_class` config.
 
     `overrides`: lerobot's own command-line style overrides ("--dtype=bfloat16"). The device is
     pinned to cpu while parsing: a config saved with "npu" or "cuda" would otherwise be rejected
     or silently switched by lerobot's device check; callers set the real device afterwards.
     """
     from lerobot.configs import PreTrainedConfig
-    from lerobot.policies.pi0 import PI0Config
 
     path = folder / CONFIG_FILE
     try:  # draccus reports a bad field as an argparse usage text on stderr and SystemExit
@@ -124,8 +131,8 @@ def load_pi0_config(folder: Path, overrides: list[str] = ()):
             f"{str(error).splitlines()[0] if str(error) else ''}); for a checkpoint of an older lerobot try "
             f"verify-ate import checkpoint {folder} --out NEW_FOLDER --dataset DATASET"
         ) from None
-    if not isinstance(config, PI0Config):
-        raise InputError(f"{path}: policy type is {getattr(config, 'type', '?')!r}, not 'pi0'")
+    if not isinstance(config, config_class):
+        raise InputError(f"{path}: policy type is {getattr(config, 'type', '?')!r}, not {policy_type!r}")
     return config
 
 

@@ -62,14 +62,14 @@ def make_processors(config, dataset_stats: dict, tokenizer):
     """lerobot's own pi0 pipelines from dataset statistics, with a local tokenizer object (never the hub)."""
     from verify_ate.verify.upstream.pi0_processors import pi0_processors
 
-    stats = _torch_stats(dataset_stats)
+    stats = torch_stats(dataset_stats)
     for key in (STATE_KEY, "action"):
         if key not in stats or not {"mean", "std"} <= set(stats[key]):
             raise InputError(f"dataset statistics lack mean/std for {key!r} (pi0 normalises it with MEAN_STD)")
     return pi0_processors(config, stats, tokenizer)
 
 
-def _torch_stats(dataset_stats: dict) -> dict:
+def torch_stats(dataset_stats: dict) -> dict:
     import torch
 
     return {

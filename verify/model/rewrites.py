@@ -27,6 +27,9 @@ VARIANT = "variant"
 FAULT = "fault"
 PERTURBATION = "perturbation"  # a scaled change of one module's output (selftest --sensitivity)
 VLM_LAYER_0 = "VLM layer 0"  # trace labels of the modules a fault shows in first (verify/upstream/pi0_modules.py)
+ACT_BACKBONE = "ResNet backbone"  # ... and of ACT and Diffusion (verify/upstream/act_diffusion.py)
+DIFFUSION_FIRST_ENCODER = "image encoder 0"
+DIFFUSION_FIRST_UNET_BLOCK = "U-Net down 0.0"
 
 # apply(runner, patches): what a rewrite does beyond attention, every change recorded in `patches`
 Apply = Callable[[Any, Any], None]
@@ -51,9 +54,18 @@ class Rewrite:
     first_module: str | None = None
     devices: tuple[str, ...] | None = None
     traceable: bool = True
+    policies: tuple[str, ...] = ("pi0",)  # the policy types it applies to (lerobot's config type)
+    first_module_by_policy: tuple[tuple[str, str], ...] = ()  # where it differs from `first_module`
 
     def runs_on(self, device_type: str) -> bool:
         return self.devices is None or device_type in self.devices
+
+    def applies_to(self, policy: str) -> bool:
+        return policy in self.policies
+
+    def expected_module(self, policy: str = "pi0") -> str | None:
+        """The trace label its damage shows in first, on `policy`."""
+        return dict(self.first_module_by_policy).get(policy, self.first_module)
 
 
 # ---------------------------------------------------------------- rewrites beyond attention
@@ -176,6 +188,68 @@ def draw_own_noise(runner, patches) -> None:
         return torch.randn(noise.shape, generator=generator, dtype=noise.dtype).to(noise.device)
 
     patches.append(runner.noise_edits, own_noise)
+
+
+def channels_last_images(runner, patches) -> None:
+    """Each image encoder's input turned into channels-last memory format (the values unchanged; the
+    convolutions then run their NHWC kernels)."""
+    import torch
+
+    from verify_ate.verify.upstream.act_diffusion import image_encoders
+
+    def to_channels_last(_module, args):
+        return (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+
+    for encoder in image_encoders(runner.adapter.name, runner.policy):
+        patches.hook(encoder.register_forward_pre_hook(to_channels_last))
+
+
+def skip_image_normalization(runner, patches) -> None:
+    """Every camera reaches the ResNet as the dataset's [0, 1] pixels, its mean/std (ImageNet-style)
+    normalisation skipped."""
+
+    def raw_images(processed: dict, raw: dict) -> dict:
+        edited = dict(processed)
+        for key in runner.camera_keys:
+            edited[key] = raw[key].to(device=processed[key].device, dtype=processed[key].dtype)
+        return edited
+
+    patches.append(runner.batch_edits, raw_images)
+
+
+def norms_with_batch_statistics(runner, patches) -> None:
+    """The image encoder's normalisation layers in the wrong mode: every (frozen) BatchNorm normalises with the
+    batch's own statistics (train mode, as a port that rebuilt it as BatchNorm and never called eval()), and
+    every GroupNorm per channel (a port that wrote it as InstanceNorm)."""
+    import torch
+
+    from verify_ate.verify.upstream.act_diffusion import image_encoders
+
+    def batch_statistics(module, x):
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        variance = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        weight, bias = module.weight.reshape(1, -1, 1, 1), module.bias.reshape(1, -1, 1, 1)
+        return (x - mean) * torch.rsqrt(variance + module.eps) * weight + bias
+
+    def per_channel(module, x):
+        return torch.nn.functional.group_norm(x, x.shape[1], module.weight, module.bias, module.eps)
+
+    for encoder in image_encoders(runner.adapter.name, runner.policy):
+        for module in encoder.modules():
+            kind = type(module).__name__
+            if kind in ("FrozenBatchNorm2d", "BatchNorm2d"):
+                patches.set(module, "forward", types.MethodType(batch_statistics, module))
+            elif kind == "GroupNorm":
+                patches.set(module, "forward", types.MethodType(per_channel, module))
+
+
+def ddim_scheduler(runner, patches) -> None:
+    """The device under test denoises with diffusers' DDIM scheduler where the policy was trained and is run
+    with DDPM (same betas and step count): a scheduler mismatch of a port."""
+    from diffusers import DDIMScheduler
+
+    model = runner.policy.diffusion
+    patches.set(model, "noise_scheduler", DDIMScheduler.from_config(model.noise_scheduler.config))
 
 
 def perturb_output(path: str, scale: float, seed: int = 0) -> Apply:
@@ -308,6 +382,39 @@ CATALOGUE: dict[str, Rewrite] = {
             "the device draws its own noise instead of the shared file's (the negative control)",
             apply=draw_own_noise,
             first_module="action in projection",
+            policies=("pi0", "diffusion"),
+            first_module_by_policy=(("diffusion", DIFFUSION_FIRST_UNET_BLOCK),),
+        ),
+        Rewrite(
+            "channels-last",
+            VARIANT,
+            "the ResNet's input in channels-last memory format (NHWC, as cuDNN and Ascend convolutions prefer)",
+            apply=channels_last_images,
+            policies=("act", "diffusion"),
+        ),
+        Rewrite(
+            "image-norm-skipped",
+            FAULT,
+            "camera images fed to the ResNet as [0, 1] pixels, their mean/std normalisation skipped",
+            apply=skip_image_normalization,
+            policies=("act", "diffusion"),
+            first_module_by_policy=(("act", ACT_BACKBONE), ("diffusion", DIFFUSION_FIRST_ENCODER)),
+        ),
+        Rewrite(
+            "norm-batch-stats",
+            FAULT,
+            "the image encoder's BatchNorm in train mode (batch statistics), its GroupNorm per channel",
+            apply=norms_with_batch_statistics,
+            policies=("act", "diffusion"),
+            first_module_by_policy=(("act", ACT_BACKBONE), ("diffusion", DIFFUSION_FIRST_ENCODER)),
+        ),
+        Rewrite(
+            "scheduler-ddim",
+            FAULT,
+            "denoising with a DDIM scheduler where the policy runs DDPM",
+            apply=ddim_scheduler,
+            policies=("diffusion",),
+            first_module_by_policy=(("diffusion", DIFFUSION_FIRST_UNET_BLOCK),),
         ),
     )
 }
@@ -328,9 +435,9 @@ def parse_names(text: str | Iterable[str], kind: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def applicable(names: Iterable[str], device_type: str) -> tuple[str, ...]:
-    """The names among `names` whose rewrite runs on `device_type`."""
-    return tuple(name for name in names if CATALOGUE[name].runs_on(device_type))
+def applicable(names: Iterable[str], device_type: str, policy: str = "pi0") -> tuple[str, ...]:
+    """The names among `names` whose rewrite runs on `device_type` and applies to `policy`."""
+    return tuple(name for name in names if CATALOGUE[name].runs_on(device_type) and CATALOGUE[name].applies_to(policy))
 
 
 def apply_rewrites(runner, patches, variants: Iterable[str] = (), faults: Iterable[str] = ()) -> None:
@@ -339,7 +446,16 @@ def apply_rewrites(runner, patches, variants: Iterable[str] = (), faults: Iterab
     are merged and installed once per layer. A rewrite that does not run on this device is
     DeviceUnavailableError (exit 3)."""
     chosen = [CATALOGUE[name] for name in (*variants, *faults)]
+    policy = runner.adapter.name
     for rewrite in chosen:
+        if not rewrite.applies_to(policy):
+            fitting = [
+                name for name, other in CATALOGUE.items() if other.kind == rewrite.kind and other.applies_to(policy)
+            ]
+            raise InputError(
+                f"{rewrite.kind} {rewrite.name} is a rewrite of {', '.join(rewrite.policies)}, not of {policy} "
+                f"({policy}'s {rewrite.kind}s: {', '.join(fitting) or 'none'})"
+            )
         if not rewrite.runs_on(runner.device.type):
             raise DeviceUnavailableError(
                 f"{rewrite.kind} {rewrite.name} needs a {' or '.join(rewrite.devices or ())} device, this side "

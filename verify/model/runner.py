@@ -29,9 +29,11 @@ from verify_ate.verify.model.checkpoint import (
     load_checkpoint_tokenizer,
     load_pi0_config,
     load_policy,
+    load_policy_config,
 )
 from verify_ate.verify.model.devices import DeviceTimer, MemoryMonitor, empty_cache, synchronize
 from verify_ate.verify.model.patches import InstancePatches
+from verify_ate.verify.model.policies.base import PolicyAdapter
 from verify_ate.verify.model.precision import DTYPES
 from verify_ate.verify.model.processors import STATE_KEY, checkpoint_processors, make_processors
 from verify_ate.verify.model.seeded import SeededCheckpoint, build_seeded_policy
@@ -40,41 +42,50 @@ from verify_ate.verify.model.weights import checkpoint_weights
 
 
 def policy_config_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> Any:
-    """The PI0Config a checkpoint's policy is built from, without building it (cheap)."""
+    """The lerobot config a checkpoint's policy is built from, without building it (cheap)."""
+    from verify_ate.verify.model.policies import checkpoint_adapter
+
     if isinstance(checkpoint, SeededCheckpoint):
         return checkpoint.config("float32", "cpu", num_inference_steps)
-    steps = [] if num_inference_steps is None else [f"--num_inference_steps={int(num_inference_steps)}"]
-    return load_pi0_config(Path(checkpoint), steps)
+    adapter = checkpoint_adapter(checkpoint)
+    return load_policy_config(
+        Path(checkpoint), step_overrides(adapter, num_inference_steps), adapter.config_class(), adapter.name
+    )
+
+
+def step_overrides(adapter: PolicyAdapter, num_inference_steps: int | None) -> list[str]:
+    """lerobot's override of the denoising step count; InputError for a policy that takes one forward pass."""
+    if num_inference_steps is None:
+        return []
+    if not adapter.denoises:
+        raise InputError(f"--num-inference-steps: {adapter.label} predicts in one forward pass; it has no steps")
+    return [f"--num_inference_steps={int(num_inference_steps)}"]
 
 
 def noise_shape_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> tuple[int, int, int]:
-    """[1, chunk_size, max_action_dim]: the noise a checkpoint's policy takes."""
-    config = policy_config_of(checkpoint, num_inference_steps)
-    return (1, int(config.chunk_size), int(config.max_action_dim))
+    """[1, T, D]: the noise a checkpoint's policy takes (D = 0 for a policy that takes none)."""
+    from verify_ate.verify.model.policies import checkpoint_adapter
+
+    return checkpoint_adapter(checkpoint).noise_shape(policy_config_of(checkpoint, num_inference_steps))
 
 
-class Pi0Runner:
-    """One pi0 policy on one device. Load, predict on dataset frames with fixed noise, time, release.
+class RunnerBase:
+    """What every policy's runner shares: rewrites of the loaded model, predicting on dataset frames with fixed
+    noise (preprocessor, model, postprocessor), timing, release. A subclass loads the policy (setting `policy`,
+    `config`, `preprocessor`, `postprocessor`, `processor_source`, `load_report`, `memory`, `checkpoint_dir`)
+    and says how the model is called (`_infer`) and what noise it takes (`expected_noise_shape`)."""
 
-    checkpoint: a lerobot pi0 checkpoint folder (config.json, model.safetensors or an index and its
-        shards, a tokenizer, usually policy_pre/postprocessor.json + their statistics), or a
-        SeededCheckpoint (a model made from a seed, nothing on disk).
-    device: a torch device string ("cpu", "cuda", "cuda:1", "npu:0"); the caller checks availability.
-    dtype: "float32" or "bfloat16", lerobot's PI0Config.dtype.
-    dataset_stats: used only when the checkpoint has no saved processors (or legacy buffers).
-    num_inference_steps: optional override of the config's Euler step count.
-    on_bytes: called with (bytes done, total) while the weights load.
-    """
+    adapter: PolicyAdapter
+    checkpoint_dir: Path | None
+    config: Any
+    policy: Any
+    preprocessor: Any
+    postprocessor: Any
+    processor_source: str
+    load_report: Any
+    memory: MemoryMonitor
 
-    def __init__(
-        self,
-        checkpoint: str | Path | SeededCheckpoint,
-        device: str = "cpu",
-        dtype: str = "float32",
-        dataset_stats: dict | None = None,
-        num_inference_steps: int | None = None,
-        on_bytes: Callable[[int, int], None] | None = None,
-    ):
+    def __init__(self, device: str, dtype: str):
         import torch
 
         self.device = torch.device(device)
@@ -86,41 +97,6 @@ class Pi0Runner:
         self.patches = InstancePatches()  # what `rewrite` changed, undone on release
         if dtype not in DTYPES:
             raise InputError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-        if isinstance(checkpoint, SeededCheckpoint):
-            self.checkpoint_dir = None
-            self.memory = MemoryMonitor(self.device)  # peaks from here on: building, then every prediction
-            self.tokenizer = build_byte_tokenizer()
-            config = checkpoint.config(dtype, str(self.device), num_inference_steps)
-            self.policy, self.load_report = build_seeded_policy(checkpoint, config, self.device, on_bytes)
-            self.config = self.policy.config
-            self.preprocessor, self.postprocessor = make_processors(
-                self.config, checkpoint.dataset_stats, self.tokenizer
-            )
-            self.processor_source = "dataset_stats"
-            return
-        folder = self.checkpoint_dir = Path(checkpoint)
-        check_checkpoint_folder(folder)
-        self.memory = MemoryMonitor(self.device)  # peaks from here on: loading, then every prediction
-        self.tokenizer = load_checkpoint_tokenizer(folder)
-        overrides = [f"--dtype={dtype}"]
-        if num_inference_steps is not None:
-            overrides.append(f"--num_inference_steps={int(num_inference_steps)}")
-        config = load_pi0_config(folder, overrides)
-        # lerobot's config validation only knows cuda/mps/xpu/cpu (it rejects "npu"), so the device
-        # is set on the parsed config, still before the model is built.
-        config.device = str(self.device)
-
-        weights = checkpoint_weights(folder)
-        if weights.note:
-            print(f"note: {folder}: {weights.note}", file=sys.stderr)
-        legacy_stats = legacy_normalization_stats(weights)
-        self.policy, self.load_report = load_policy(
-            folder, config, weights, self.device, strict=not legacy_stats, on_bytes=on_bytes
-        )
-        self.config = self.policy.config
-        self.preprocessor, self.postprocessor, self.processor_source = checkpoint_processors(
-            folder, self.config, self.tokenizer, self.device, legacy_stats or dataset_stats
-        )
 
     def rewrite(self, variants: tuple[str, ...] = (), faults: tuple[str, ...] = ()) -> None:
         """Apply named variants and faults (verify/model/rewrites.py) to this runner's model only."""
@@ -147,12 +123,19 @@ class Pi0Runner:
             patches.undo()
             self.variants, self.faults = before
 
-    # ------------------------------------------------------------ facts
-
     @property
     def expected_noise_shape(self) -> tuple[int, int, int]:
-        """[1, chunk_size, max_action_dim]."""
-        return (1, int(self.config.chunk_size), int(self.config.max_action_dim))
+        """[1, T, D] of the noise the policy takes (D = 0: none)."""
+        return self.adapter.noise_shape(self.config)
+
+    @property
+    def chunk_size(self) -> int:
+        """Actions in one predicted chunk."""
+        return self.adapter.chunk_size(self.config)
+
+    @property
+    def num_inference_steps(self) -> int | None:
+        return self.adapter.num_inference_steps(self.config)
 
     @property
     def action_dim(self) -> int:
@@ -208,9 +191,7 @@ class Pi0Runner:
         return values.expand(batch_size, chunk, width).contiguous()
 
     def _infer(self, batch: dict, noise):
-        for edit in self.noise_edits:
-            noise = edit(noise)
-        return self.policy.predict_action_chunk(batch, noise=noise)
+        raise NotImplementedError
 
     def _postprocess(self, actions) -> np.ndarray:
         actions = self.postprocessor(actions)
@@ -269,6 +250,76 @@ class Pi0Runner:
 
     def __exit__(self, *exc):
         self.release()
+
+
+class Pi0Runner(RunnerBase):
+    """One pi0 policy on one device. Load, predict on dataset frames with fixed noise, time, release.
+
+    checkpoint: a lerobot pi0 checkpoint folder (config.json, model.safetensors or an index and its
+        shards, a tokenizer, usually policy_pre/postprocessor.json + their statistics), or a
+        SeededCheckpoint (a model made from a seed, nothing on disk).
+    device: a torch device string ("cpu", "cuda", "cuda:1", "npu:0"); the caller checks availability.
+    dtype: "float32" or "bfloat16", lerobot's PI0Config.dtype.
+    dataset_stats: used only when the checkpoint has no saved processors (or legacy buffers).
+    num_inference_steps: optional override of the config's Euler step count.
+    on_bytes: called with (bytes done, total) while the weights load.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | SeededCheckpoint,
+        device: str = "cpu",
+        dtype: str = "float32",
+        dataset_stats: dict | None = None,
+        num_inference_steps: int | None = None,
+        on_bytes: Callable[[int, int], None] | None = None,
+    ):
+        from verify_ate.verify.model.policies import adapter_for
+
+        super().__init__(device, dtype)
+        self.adapter = adapter_for("pi0")
+        if isinstance(checkpoint, SeededCheckpoint):
+            self.checkpoint_dir = None
+            self.memory = MemoryMonitor(self.device)  # peaks from here on: building, then every prediction
+            self.tokenizer = build_byte_tokenizer()
+            config = checkpoint.config(dtype, str(self.device), num_inference_steps)
+            self.policy, self.load_report = build_seeded_policy(checkpoint, config, self.device, on_bytes)
+            self.config = self.policy.config
+            self.preprocessor, self.postprocessor = make_processors(
+                self.config, checkpoint.dataset_stats, self.tokenizer
+            )
+            self.processor_source = "dataset_stats"
+            return
+        folder = self.checkpoint_dir = Path(checkpoint)
+        check_checkpoint_folder(folder)
+        self.memory = MemoryMonitor(self.device)  # peaks from here on: loading, then every prediction
+        self.tokenizer = load_checkpoint_tokenizer(folder)
+        overrides = [f"--dtype={dtype}"]
+        if num_inference_steps is not None:
+            overrides.append(f"--num_inference_steps={int(num_inference_steps)}")
+        config = load_pi0_config(folder, overrides)
+        # lerobot's config validation only knows cuda/mps/xpu/cpu (it rejects "npu"), so the device
+        # is set on the parsed config, still before the model is built.
+        config.device = str(self.device)
+
+        weights = checkpoint_weights(folder)
+        if weights.note:
+            print(f"note: {folder}: {weights.note}", file=sys.stderr)
+        legacy_stats = legacy_normalization_stats(weights)
+        self.policy, self.load_report = load_policy(
+            folder, config, weights, self.device, strict=not legacy_stats, on_bytes=on_bytes
+        )
+        self.config = self.policy.config
+        self.preprocessor, self.postprocessor, self.processor_source = checkpoint_processors(
+            folder, self.config, self.tokenizer, self.device, legacy_stats or dataset_stats
+        )
+
+    # ------------------------------------------------------------ inference
+
+    def _infer(self, batch: dict, noise):
+        for edit in self.noise_edits:
+            noise = edit(noise)
+        return self.policy.predict_action_chunk(batch, noise=noise)
 
 
 # ---------------------------------------------------------------- frames

@@ -165,7 +165,8 @@ def write_checkpoint(out_dir: Path, policy, processors: tuple, tokenizer, archit
         policy.save_pretrained(staging)
         for processor in processors:
             processor.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        if tokenizer is not None:  # policies that take a prompt
+            tokenizer.save_pretrained(staging)
         if architecture is not None:
             text = json.dumps(architecture, indent=2, sort_keys=True) + "\n"
             (staging / ARCHITECTURE_FILE).write_text(text, encoding="utf-8")

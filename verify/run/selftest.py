@@ -205,7 +205,14 @@ class SelftestHarness:
         if sink is None:
             actions = self.runner.predict(frames, self.noise)
         else:
-            with ModuleRecorder(self.runner.policy.model, self.trace_config, len(frames), 0, sink):
+            with ModuleRecorder(
+                self.runner.adapter.traced_model(self.runner.policy),
+                self.trace_config,
+                len(frames),
+                0,
+                sink,
+                self.runner.adapter,
+            ):
                 actions = self.runner.predict(frames, self.noise)
         return side_artifact(side, self.inputs, self.runner, actions, self.noise)
 
@@ -221,7 +228,7 @@ class SelftestHarness:
         variants, faults = (named, ()) if rewrite.kind == VARIANT else ((), named)
         side = replace(self.side, variants=variants, faults=faults)
         expected = {"name": rewrite.name, "kind": rewrite.kind, "summary": rewrite.summary}
-        expected["expected_module"] = rewrite.first_module
+        expected["expected_module"] = rewrite.expected_module(self.runner.adapter.name)
         self._step(f"running {side.label}")
         comparator = None
         if rewrite.traceable:

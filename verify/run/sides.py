@@ -20,7 +20,7 @@ import numpy as np
 
 from verify_ate.kinematics import RobotModel
 from verify_ate.kinematics.robot import check_recorded_range
-from verify_ate.noise import FixedNoise, check_noise_shape, make_noise
+from verify_ate.noise import FixedNoise, NoiseFileError, check_noise_shape, make_noise
 from verify_ate.verify.compare.artifact import SCHEMA, TrajectoryArtifact
 from verify_ate.verify.errors import InputError
 
@@ -75,12 +75,13 @@ def load_runner(
     device: str | None = None,
     progress=None,
 ) -> Pi0Runner:
-    """This side's pi0 on its device (or on `device`, a rank's own one); use it as a context to release it.
+    """This side's policy (the checkpoint's type) on its device (or on `device`, a rank's own one); use it as a
+    context to release it.
     `progress` shows the bytes of weights read."""
     from verify_ate.verify.model.devices import resolve_device
-    from verify_ate.verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.policies import checkpoint_adapter
 
-    runner = Pi0Runner(
+    runner = checkpoint_adapter(checkpoint).runner(
         checkpoint,
         device=str(resolve_device(device or side.device)),
         dtype=side.dtype,
@@ -105,10 +106,10 @@ def run_side_steps(side: SideConfig) -> int:
 def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[TrajectoryArtifact, FixedNoise]:
     """Load, predict, time, release. Returns the artifact and the noise it actually received."""
     step = progress.step if progress is not None else (lambda message: None)
-    step(f"loading pi0 on {side.label}")
+    step(f"loading {policy_name(inputs.checkpoint)} on {side.label}")
     with load_runner(side, inputs.checkpoint, inputs.observations.stats, progress=progress) as runner:
         noise = inputs.noise or default_noise(runner.expected_noise_shape)
-        check_noise_shape(noise.shape, runner.expected_noise_shape, inputs.noise_source)
+        check_policy_noise(runner.adapter, noise, runner.expected_noise_shape, inputs.noise_source)
         dataset_action_names(
             inputs.observations.features,
             str(inputs.observations.description["dataset"]),
@@ -124,6 +125,23 @@ def run_side(side: SideConfig, inputs: RunInputs, progress=None) -> tuple[Trajec
             latency = runner.measure_latency(inputs.observations.frames, noise, warmup=side.warmup, iters=side.iters)
         artifact = side_artifact(side, inputs, runner, actions, noise, latency)
     return artifact, noise
+
+
+def policy_name(checkpoint: Path | SeededCheckpoint) -> str:
+    """The checkpoint's lerobot policy type (config.json `type`), for messages."""
+    from verify_ate.verify.model.policies import checkpoint_adapter
+
+    return checkpoint_adapter(checkpoint).name
+
+
+def check_policy_noise(adapter, noise: FixedNoise, expected: tuple[int, ...], source: str | None) -> None:
+    """The noise must fit the policy; a policy that draws nothing at inference refuses a noise file with values."""
+    if not adapter.takes_noise and noise.values.size:
+        raise NoiseFileError(
+            f"{source or 'noise'}: policy {adapter.name} is deterministic at inference and takes no noise "
+            f"({adapter.randomness.removeprefix('none: ').split(';')[0]}); drop --noise"
+        )
+    check_noise_shape(noise.shape, expected, source)
 
 
 def default_noise(shape: tuple[int, ...]) -> FixedNoise:
@@ -160,7 +178,8 @@ def runner_facts(runner, device_info: dict) -> dict:
     what loading and running it cost (seconds, parameters and bytes, peak host and device memory so far)."""
     return {
         "device_info": device_info,
-        "num_inference_steps": int(runner.config.num_inference_steps),
+        "policy": runner.adapter.name,
+        "num_inference_steps": runner.num_inference_steps,
         "processors": runner.processor_source,
         "load": {**runner.load_report.as_dict(), **runner.memory.read()},
     }
@@ -200,6 +219,7 @@ def artifact_meta(
         "observation": observation_description,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": checkpoint_sha256,
+        "policy": facts.get("policy", "pi0"),
         "num_inference_steps": facts["num_inference_steps"],
         "variants": list(side.variants),
         "faults": list(side.faults),

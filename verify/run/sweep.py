@@ -38,6 +38,7 @@ from verify_ate.verify.run.sides import (
     artifact_meta,
     check_action_width,
     load_runner,
+    policy_name,
     runner_facts,
 )
 from verify_ate.verify.run.trace.config import TraceRequest
@@ -129,7 +130,7 @@ def run_side_pass(
     step = progress.step if progress is not None else (lambda message: None)
     loader = FrameLoader(plan.dataset)
     actions, hashes, predict_seconds, latency = {}, {}, 0.0, None
-    step(f"loading pi0 on {side.label}")
+    step(f"loading {policy_name(checkpoint)} on {side.label}")
     with load_runner(side, checkpoint, dataset_stats, device, progress) as runner:
         torch_device = runner.device
         shape = runner.expected_noise_shape

@@ -57,6 +57,18 @@ class TraceConfig:
     sketch_size: int = 4096
     sketch_seed: int = 0
     source: str = str(TRACE_FILE)
+    # Per policy other than pi0 (configs/trace.yaml `policies`): its modules, {path, label} below its traced model.
+    policy_modules: tuple[tuple[str, tuple[ModuleRule, ...]], ...] = ()
+
+    def rules_for(self, adapter: Any, model: Any) -> tuple[tuple[ModuleRule, ...], str]:
+        """The modules to record of `adapter`'s policy, and where they were named (for errors)."""
+        if adapter.records_x_t:  # pi0: `modules`
+            return self.modules, self.source
+        own = dict(self.policy_modules).get(adapter.name)
+        if own is not None:
+            return own, f"{self.source} (policies: {adapter.name})"
+        rules = tuple(ModuleRule(path, label) for path, label in adapter.trace_modules(model))
+        return rules, f"the {adapter.label} adapter's trace modules"
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, relative_tolerance: float | None = None) -> TraceConfig:
@@ -75,6 +87,10 @@ class TraceConfig:
                 sketch_size=int(document["sketch_size"]),
                 sketch_seed=int(document.get("sketch_seed", 0)),
                 source=str(path),
+                policy_modules=tuple(
+                    (str(name), tuple(ModuleRule.parse(dict(item)) for item in items))
+                    for name, items in (document.get("policies") or {}).items()
+                ),
             )
         except (KeyError, TypeError, ValueError) as error:
             detail = str(error).strip("'\"") if isinstance(error, KeyError) else str(error)

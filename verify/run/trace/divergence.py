@@ -51,7 +51,9 @@ def trace_divergence(
         if progress is not None:
             progress.step(f"tracing modules on {side.label}")
         with load_runner(side, checkpoint, dataset_stats) as runner:
-            with ModuleRecorder(runner.policy.model, config, len(frames), row, sink):
+            with ModuleRecorder(
+                runner.adapter.traced_model(runner.policy), config, len(frames), row, sink, runner.adapter
+            ):
                 actions.append(runner.predict(frames, noise)[row])
 
     traced(reference_side, store)

@@ -40,14 +40,20 @@ def first_tensor(output: Any) -> Any:
 
 
 class ModuleRecorder:
-    """Hooks on one PI0Pytorch; `sink` gets each recorded output, sliced to batch row `row`.
+    """Hooks on one policy's model (`adapter.traced_model`, PI0Pytorch for pi0); `sink` gets each recorded output,
+    sliced to batch row `row`.
 
-    The step counter: a pre-hook on the state projection, which runs first in every denoise step; the
-    prefix pass is phase "prefix", then "step 0", "step 1"... x_t after each step is recorded from the
-    action-in projection's input (x_t) and the action-out projection's output (v_t).
+    The step counter: a pre-hook on the adapter's step module, which runs first in every denoising step (pi0's
+    state projection, Diffusion's U-Net); what runs before is phase "prefix", then "step 0", "step 1"... (a policy
+    of one forward pass records everything as "prefix"). pi0 only: x_t after each step is recorded from the
+    action-in projection's input (x_t) and the action-out projection's output (v_t). The modules: pi0's from the
+    trace configuration, another policy's from configs/trace.yaml `policies` or else its adapter's defaults.
     """
 
-    def __init__(self, model: Any, config: TraceConfig, batch_size: int, row: int, sink: Sink):
+    def __init__(self, model: Any, config: TraceConfig, batch_size: int, row: int, sink: Sink, adapter: Any = None):
+        from verify_ate.verify.model.policies import adapter_for
+
+        self.adapter = adapter if adapter is not None else adapter_for("pi0")
         self.model = model
         self.config = config
         self.batch_size = batch_size
@@ -57,10 +63,12 @@ class ModuleRecorder:
         self.calls: dict[str, int] = {}
         self._x_in: Any = None
         self._handles: list[Any] = []
-        self.num_steps = int(model.config.num_inference_steps)
+        self.num_steps = int(model.config.num_inference_steps) if self.adapter.records_x_t else 0
 
     @property
     def phase(self) -> str:
+        if not self.adapter.step_module:
+            return "forward"  # one forward pass
         return "prefix" if self.step < 0 else f"step {self.step}"
 
     def _row(self, tensor: Any) -> Any:
@@ -76,16 +84,19 @@ class ModuleRecorder:
 
     def __enter__(self) -> ModuleRecorder:
         modules = dict(self.model.named_modules())
-        for name in (STATE_PROJECTION, ACTION_IN_PROJECTION, ACTION_OUT_PROJECTION):
+        needed = (STATE_PROJECTION, ACTION_IN_PROJECTION, ACTION_OUT_PROJECTION) if self.adapter.records_x_t else ()
+        for name in (*needed, *([self.adapter.step_module] if self.adapter.step_module else [])):
             if name not in modules:
-                raise InputError(f"this policy has no {name!r} module; not lerobot 0.6.1's pi0")
+                raise InputError(f"this policy has no {name!r} module; not lerobot 0.6.1's {self.adapter.label}")
 
         def count_step(_module: Any, _args: Any) -> None:
             self.step += 1
 
-        self._handles.append(modules[STATE_PROJECTION].register_forward_pre_hook(count_step))
+        if self.adapter.step_module:
+            self._handles.append(modules[self.adapter.step_module].register_forward_pre_hook(count_step))
+        rules, source = self.config.rules_for(self.adapter, self.model)
         # Registered in selection order, so they fire in it; the x_t hook is registered last.
-        for path, label, module in select_modules(self.model, self.config.modules, self.config.source):
+        for path, label, module in select_modules(self.model, rules, source):
 
             def record(_module: Any, _args: Any, output: Any, path: str = path, label: str = label) -> None:
                 tensor = first_tensor(output)
@@ -93,7 +104,7 @@ class ModuleRecorder:
                     self._emit(path, label, tensor)
 
             self._handles.append(module.register_forward_hook(record))
-        if self.config.record_x_t:
+        if self.config.record_x_t and self.adapter.records_x_t:
 
             def keep_x_in(_module: Any, args: Any) -> None:
                 self._x_in = args[0]
