@@ -15,6 +15,7 @@ from conftest import run_cli, tiny_checkpoint
 from verify_ate.verify.data.observation import load_frames
 from verify_ate.verify.model.policies import adapter_for, checkpoint_adapter, supported_policies
 from verify_ate.verify.model.policies.tiny import build_tiny_policy_checkpoint
+from verify_ate.verify.model.runners import runner_for
 
 POLICIES = ["act", "diffusion"]
 
@@ -80,7 +81,7 @@ def _predict(checkpoint, demo_dataset, global_seed: int, dtype: str = "float32")
     from verify_ate.verify.run.sides import default_noise
 
     observations = load_frames(demo_dataset, 0, [0, 5])
-    with checkpoint_adapter(checkpoint).runner(checkpoint, dtype=dtype) as runner:
+    with runner_for(checkpoint, dtype=dtype) as runner:
         torch.manual_seed(global_seed)
         return runner.predict(observations.frames, default_noise(runner.expected_noise_shape))
 
@@ -94,7 +95,7 @@ def test_diffusion_two_cpu_runs_with_different_global_seeds_are_byte_identical(p
     from verify_ate.verify.run.sides import default_noise
 
     observations = load_frames(demo_dataset, 0, [0])
-    with checkpoint_adapter(checkpoint).runner(checkpoint) as runner:
+    with runner_for(checkpoint) as runner:
         batch = runner.adapter.model_batch(runner._preprocess(observations.frames), runner.config)
         noise = runner.noise_tensor(default_noise(runner.expected_noise_shape), 1)
         unpinned = []

@@ -47,21 +47,22 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # fast (tokenizers) or 
 HASHED_SUFFIXES = (".safetensors", ".json", ".model")
 
 
-def check_checkpoint_folder(folder: Path) -> None:
+def check_checkpoint_folder(folder: Path, adapter: Any = None) -> None:
     """Everything about a checkpoint folder that can be checked without building a model, before any
-    heavy work: config.json (a JSON object of a supported policy type), the weight files' headers (sizes,
-    shards), a tokenizer file that parses (policies that take a prompt), processor pipelines whose statistics
-    files are there. InputError naming the file and the problem."""
+    heavy work: config.json (a JSON object of `adapter`'s policy type, default pi0), the weight files' headers
+    (sizes, shards), a tokenizer file that parses (policies that take a prompt), processor pipelines whose
+    statistics files are there. InputError naming the file and the problem."""
     if not folder.is_dir():
         raise InputError(f"{folder}: checkpoint folder not found")
     config = _json_file(folder / CONFIG_FILE, "config", required=True)
     if not isinstance(config, dict):
         raise InputError(f"{folder / CONFIG_FILE}: not a policy config (a JSON object is expected)")
-    from verify_ate.verify.model.policies import adapter_for
-
-    adapter = adapter_for(str(config.get("type")), str(folder / CONFIG_FILE))
+    policy_type = str(config.get("type"))
+    expected = adapter.name if adapter is not None else "pi0"
+    if policy_type != expected:
+        raise InputError(f"{folder / CONFIG_FILE}: policy type is {policy_type!r}, not {expected!r}")
     checkpoint_weights(folder)
-    if adapter.needs_tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if (adapter is None or adapter.needs_tokenizer) and not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise InputError(
             f"{folder}: no tokenizer in the checkpoint folder (needs {' or '.join(TOKENIZER_FILES)} "
             "with tokenizer_config.json; save the PaliGemma tokenizer there with "

@@ -51,7 +51,7 @@ class LerobotRunner(RunnerBase):
         super().__init__(device, dtype)
         self.adapter = adapter
         folder = self.checkpoint_dir = Path(checkpoint)
-        check_checkpoint_folder(folder)
+        check_checkpoint_folder(folder, adapter)
         self.memory = MemoryMonitor(self.device)
         config = load_policy_config(
             folder, step_overrides(adapter, num_inference_steps), adapter.config_class(), adapter.name

@@ -291,7 +291,7 @@ class Pi0Runner(RunnerBase):
             self.processor_source = "dataset_stats"
             return
         folder = self.checkpoint_dir = Path(checkpoint)
-        check_checkpoint_folder(folder)
+        check_checkpoint_folder(folder, self.adapter)
         self.memory = MemoryMonitor(self.device)  # peaks from here on: loading, then every prediction
         self.tokenizer = load_checkpoint_tokenizer(folder)
         overrides = [f"--dtype={dtype}"]

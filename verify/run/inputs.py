@@ -199,10 +199,11 @@ class UserSource:
         before any frame is decoded or model built. Checked here, not at parse time, so that a missing device
         is reported first (exit 3)."""
         from verify_ate.verify.model.checkpoint import check_checkpoint_folder
+        from verify_ate.verify.model.policies import checkpoint_adapter
 
         if progress is not None:
             progress.step(f"checking {self.checkpoint} and {self.dataset}")
-        check_checkpoint_folder(self.checkpoint)
+        check_checkpoint_folder(self.checkpoint, checkpoint_adapter(self.checkpoint))
         return self.cache.dataset(self.dataset, progress)
 
     def checkpoint_folder(

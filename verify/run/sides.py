@@ -79,9 +79,9 @@ def load_runner(
     context to release it.
     `progress` shows the bytes of weights read."""
     from verify_ate.verify.model.devices import resolve_device
-    from verify_ate.verify.model.policies import checkpoint_adapter
+    from verify_ate.verify.model.runners import runner_for
 
-    runner = checkpoint_adapter(checkpoint).runner(
+    runner = runner_for(
         checkpoint,
         device=str(resolve_device(device or side.device)),
         dtype=side.dtype,

@@ -2,8 +2,9 @@
 
 A checkpoint's policy type comes from its config.json `type` (lerobot's own registry name); `adapter_for` maps it
 to the adapter that knows how that policy loads, what its randomness is and how it is pinned, how its batch is
-shaped and how its tiny offline version is built. pi0 is one of them; its runner is the original `Pi0Runner`
-(verify/model/runner.py), every other policy runs in `LerobotRunner` (verify/model/lerobot_runner.py).
+shaped and how its tiny offline version is built. pi0 is one of them; verify/model/runners.py gives each
+checkpoint its runner: the original `Pi0Runner` for pi0, `LerobotRunner` (verify/model/lerobot_runner.py) for
+every other policy. Nothing here imports a runner.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """What every policy adapter answers: how the policy loads and runs, and what its randomness is.
 
-The harness (verify/run/) never asks which policy it has: it asks the adapter of the checkpoint (by config.json
-`type`) for the runner, the shape of the noise the policy takes, how many actions a chunk holds and how many
-denoising steps it runs. Adapters of lerobot policies other than pi0 share `LerobotRunner`, which calls back
-into the adapter for the three things that differ: the offline config, the model batch, and the pinned call.
+The harness (verify/run/) never asks which policy it has: it asks for the checkpoint's runner
+(verify/model/runners.py `runner_for`), and the adapter of the checkpoint (by config.json `type`) for the shape of
+the noise the policy takes, how many actions a chunk holds and how many denoising steps it runs. Adapters of
+lerobot policies other than pi0 share `LerobotRunner`, which calls back into the adapter for the three things that
+differ: the offline config, the model batch, and the pinned call.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -22,6 +22,9 @@ class PolicyAdapter:
     takes_noise: ClassVar[bool] = True  # False: deterministic at inference, a noise file is refused
     denoises: ClassVar[bool] = True  # predicts in denoising steps (--num-inference-steps applies)
     needs_tokenizer: ClassVar[bool] = False  # the checkpoint folder must hold a tokenizer
+    # Which runner loads it (verify/model/runners.py): "pi0" (Pi0Runner: lerobot's PaliGemma policies, built on the
+    # meta device and streamed) or "lerobot" (LerobotRunner, which calls back into the adapter).
+    runner_kind: ClassVar[str] = "lerobot"
 
     # ------------------------------------------------------------ lerobot classes
 
@@ -58,13 +61,6 @@ class PolicyAdapter:
         """Actions [B, chunk, A] (normalised) for a model batch, every random draw pinned by `noise` (float32, as
         the noise file holds it, on the policy's device)."""
         raise NotImplementedError
-
-    def runner(self, checkpoint: Path | Any, **kwargs: Any) -> Any:
-        """The runner that loads this policy from `checkpoint` (kwargs: device, dtype, dataset_stats,
-        num_inference_steps, on_bytes)."""
-        from verify_ate.verify.model.lerobot_runner import LerobotRunner
-
-        return LerobotRunner(self, Path(checkpoint), **kwargs)
 
     # ------------------------------------------------------------ the module trace (--trace)
 

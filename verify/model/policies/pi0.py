@@ -1,8 +1,7 @@
-"""pi0 (lerobot's PI0Policy): the policy verify-ate was built around; its runner is `Pi0Runner`."""
+"""pi0 (lerobot's PI0Policy): the policy verify-ate was built around; `Pi0Runner` runs it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from verify_ate.verify.model.policies.base import PolicyAdapter
@@ -16,6 +15,7 @@ class Pi0Adapter(PolicyAdapter):
         "policy's only random draw: fed from the noise file through predict_action_chunk(noise=...)"
     )
     needs_tokenizer = True
+    runner_kind = "pi0"
 
     def config_class(self) -> Any:
         from lerobot.policies.pi0 import PI0Config
@@ -51,11 +51,6 @@ class Pi0Adapter(PolicyAdapter):
         """configs/trace.yaml's `modules` (roles of verify/upstream/pi0_modules.py) are pi0's: the recorder
         takes them from the trace configuration."""
         return ()
-
-    def runner(self, checkpoint: Path | Any, **kwargs: Any) -> Any:
-        from verify_ate.verify.model.runner import Pi0Runner
-
-        return Pi0Runner(checkpoint, **kwargs)
 
     def tiny_config(self, profile: dict, dtype: str = "float32", device: str = "cpu") -> Any:
         from verify_ate.verify.model.tiny import tiny_pi0_config
