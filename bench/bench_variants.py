@@ -1,6 +1,7 @@
-"""Latency of each variant (verify/model/rewrites.py) against lerobot's own eager pi0, same run, same inputs.
+"""Latency of each variant (verify/model/rewrites.py) against lerobot's own eager policy, same run, same inputs.
 
     python bench/bench_variants.py                                   # the demo's tiny pi0 on the CPU
+    python bench/bench_variants.py --policy pi05                     # the demo's tiny pi0.5 (act, diffusion alike)
     python bench/bench_variants.py --size full --device cuda --dtype bfloat16 \
         --variants compile,fused-qkv,sdpa --combine                  # issue 11's GPU target
 
@@ -20,13 +21,13 @@ from pathlib import Path
 
 
 def parse_args():
-    from verify_ate.verify.model.rewrites import VARIANTS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny", help="the demo's model (default tiny)")
-    parser.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "compile-cudagraphs"))
+    parser.add_argument("--policy", default="pi0", help="the demo's policy: pi0, pi05, act, diffusion (default pi0)")
+    parser.add_argument("--variants", default=None, help="default: every variant of the policy but compile-cudagraphs")
     parser.add_argument("--combine", action="store_true", help="also one row with all --variants together")
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -41,17 +42,19 @@ def main() -> int:
     from verify_ate.kinematics import load_robot
     from verify_ate.noise import make_noise
     from verify_ate.verify.compare.calibration import benign_floor
-    from verify_ate.verify.model.rewrites import VARIANT, parse_names
-    from verify_ate.verify.run.inputs import ModelSource, prepare_inputs
+    from verify_ate.verify.model.rewrites import VARIANT, VARIANTS, applicable, parse_names
+    from verify_ate.verify.run.inputs import DemoSource, prepare_inputs
     from verify_ate.verify.run.sides import SideConfig, load_runner
 
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     robot = load_robot("koch_v1_1")
-    source = ModelSource(demo=True, size=args.size, cache_dir=args.cache_dir)
+    source = DemoSource(args.cache_dir, args.size, policy=args.policy)
     inputs = prepare_inputs(source, robot, 0, 0, None, build_device=args.device)
-    variants = parse_names(args.variants, VARIANT)
+    everything = [name for name in VARIANTS if name != "compile-cudagraphs"]
+    chosen = applicable(everything, "cpu" if args.device == "cpu" else args.device.split(":")[0], args.policy)
+    variants = parse_names(args.variants, VARIANT) if args.variants is not None else chosen
     rows: list[tuple[str, tuple[str, ...]]] = [("eager (lerobot)", ())] + [(name, (name,)) for name in variants]
     if args.combine and len(variants) > 1:
         rows.append(("+".join(variants), variants))
@@ -66,8 +69,9 @@ def main() -> int:
     reference, _ = predict(SideConfig(args.device, "float32", iters=0))
     base = SideConfig(args.device, args.dtype)
     print(
-        f"pi0 {args.size} on {args.device} {args.dtype}, threads {torch.get_num_threads()}, torch {torch.__version__}; "
-        f"{args.iters} timed calls after {args.warmup} warm-up; ATE against eager float32 on {args.device}"
+        f"{args.policy} {args.size} on {args.device} {args.dtype}, threads {torch.get_num_threads()}, "
+        f"torch {torch.__version__}; {args.iters} timed calls after {args.warmup} warm-up; ATE against eager "
+        f"float32 on {args.device}"
     )
     print(f"{'variant':34s} {'median ms':>10s} {'p90 ms':>9s} {'vs eager':>9s} {'position m':>11s} {'orient rad':>11s}")
     eager_ms = None

@@ -3,6 +3,7 @@
     .venv/bin/python scripts/train_demo_policy.py                  # Koch v1.1: verify/model/demo_policy/
     .venv/bin/python scripts/train_demo_policy.py --robot so101    # verify/model/demo_policy_so101/
     .venv/bin/python scripts/train_demo_policy.py --robot aloha    # verify/model/demo_policy_aloha/
+    .venv/bin/python scripts/train_demo_policy.py --policy pi05    # verify/model/demo_policy_pi05/
 
 Each takes about 2 minutes on one CPU thread. Run it after changing the robot's demo training recipe
 (configs/profiles/demo_training<suffix>.yaml, else demo_training.yaml), its demo dataset profile
@@ -26,6 +27,7 @@ from verify_ate.kinematics import load_robot
 from verify_ate.reports.atomic import atomic_folder
 from verify_ate.verify.data.demo_dataset import default_cache_dir, ensure_demo_dataset, profile_cache_key
 from verify_ate.verify.data.observation import load_chunk_frames, load_frames
+from verify_ate.verify.model.policies import supported_policies
 from verify_ate.verify.model.training import TRAINING_FILE, train_demo_policy
 from verify_ate.verify.run.inputs import DEFAULT_DEMO_ROBOT, demo_files, demo_robots, demo_tracking_error
 
@@ -39,10 +41,13 @@ def main() -> int:
         choices=list(demo_robots()),
         help=f"whose demo to train (default {DEFAULT_DEMO_ROBOT})",
     )
-    parser.add_argument("--out", type=Path, default=None, help="default verify/model/demo_policy<suffix>/")
+    parser.add_argument(
+        "--policy", default="pi0", choices=supported_policies(), help="the policy to train (default pi0)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default verify/model/demo_policy<suffix>[_<policy>]/")
     args = parser.parse_args()
 
-    files = demo_files(args.robot)
+    files = demo_files(args.robot, args.policy)
     out = args.out or files.committed
     demo = files.profile()
     cache = args.cache_dir or default_cache_dir()
@@ -58,6 +63,7 @@ def main() -> int:
             recipe=files.training_recipe(),
             evaluate=lambda folder: demo_tracking_error(folder, dataset, robot),
             profile=files.tiny_profile(demo),
+            policy_type=args.policy,
         )
         with atomic_folder(out) as staging:
             shutil.copytree(trained, staging, dirs_exist_ok=True)

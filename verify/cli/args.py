@@ -239,7 +239,8 @@ def _flag(parse: Callable[[str], Any], flag: str, text: str) -> Any:
 
 
 class ModelArgs(ArgGroup):
-    """--checkpoint/--dataset/--demo/--cache-dir/--num-inference-steps/--size/--save-checkpoint -> a ModelSource."""
+    """--checkpoint/--dataset/--demo/--cache-dir/--num-inference-steps/--size/--save-checkpoint/--policy -> a
+    ModelSource."""
 
     def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group("model and data")
@@ -276,11 +277,23 @@ class ModelArgs(ArgGroup):
             metavar="DIR",
             help="with --demo: also write the demo's model as a checkpoint folder here, and run it from there",
         )
+        from verify_ate.verify.model.policies import supported_policies
+
+        group.add_argument(
+            "--policy",
+            choices=supported_policies(),
+            help="with --demo: the policy trained on the demo dataset (default pi0); a checkpoint's policy comes from "
+            "its config.json",
+        )
 
     def parse(self, args: argparse.Namespace, parsed: Parsed) -> ModelSource:
         if not args.demo:
             if args.size != "tiny" or args.save_checkpoint is not None:
                 raise InputError("--size and --save-checkpoint choose and keep the demo's model: add --demo")
+            if args.policy is not None:
+                raise InputError(
+                    "--policy chooses the demo's policy (add --demo); a checkpoint's policy comes from its config.json"
+                )
             missing = [
                 flag for flag, value in (("--checkpoint", args.checkpoint), ("--dataset", args.dataset)) if not value
             ]
@@ -295,7 +308,14 @@ class ModelArgs(ArgGroup):
         if args.checkpoint or args.dataset:
             raise InputError("--demo brings its own checkpoint and dataset; drop --checkpoint/--dataset or --demo")
         robot = getattr(args, "robot", None) or DEFAULT_DEMO_ROBOT  # --robot lives in RobotArgs, where a command has it
-        return DemoSource(args.cache_dir, args.size, args.save_checkpoint, args.num_inference_steps, robot=robot)
+        return DemoSource(
+            args.cache_dir,
+            args.size,
+            args.save_checkpoint,
+            args.num_inference_steps,
+            robot=robot,
+            policy=args.policy or "pi0",
+        )
 
 
 class FrameArgs(ArgGroup):

@@ -40,7 +40,7 @@ def run_selftest(
     from verify_ate.verify.run.inputs import UserSource
 
     resolve_device(side.device)
-    policy = "pi0"
+    policy = getattr(source, "policy", "pi0")  # a demo's; a user's checkpoint says in its config.json
     if isinstance(source, UserSource):
         from verify_ate.verify.model.policies import checkpoint_adapter
 

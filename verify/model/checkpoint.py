@@ -239,17 +239,24 @@ def build_skeleton_with(config: Any, architecture: contextlib.AbstractContextMan
     """PI0Policy for `config` with every parameter on the meta device (built inside `architecture`,
     the size overrides of a tiny model), and its buffers as lerobot computed them ({state name:
     CPU tensor}), to be put in place by `materialise`."""
-    from lerobot.policies.pi0 import PI0Policy
-
     buffers: dict = {}
+    policy_class = _paligemma_policy_class(config)
     device = config.device
     config.device = "meta"  # lerobot moves its model to config.device at the end of construction
     try:
         with architecture, parameters_on_meta(buffers), quiet():
-            policy = PI0Policy(config)
+            policy = policy_class(config)
     finally:
         config.device = device
     return policy, {f"model.{name}": tensor for name, tensor in buffers.items()}
+
+
+def _paligemma_policy_class(config: Any) -> Any:
+    """PI0Policy, or PI05Policy for a pi0.5 config: the two are built and loaded the same way."""
+    from lerobot.policies.pi0 import PI0Policy
+    from lerobot.policies.pi05 import PI05Config, PI05Policy
+
+    return PI05Policy if isinstance(config, PI05Config) else PI0Policy
 
 
 def materialise(policy: Any, buffers: dict, device: Any) -> None:

@@ -58,14 +58,29 @@ def checkpoint_processors(folder: Path, config, tokenizer, device, dataset_stats
     return preprocessor, postprocessor, "dataset_stats"
 
 
+# The statistics each of lerobot's normalisation modes reads (lerobot processor/normalize_processor.py).
+MODE_STATISTICS = {
+    "MEAN_STD": ("mean", "std"),
+    "MIN_MAX": ("min", "max"),
+    "QUANTILES": ("q01", "q99"),
+    "QUANTILE10": ("q10", "q90"),
+    "IDENTITY": (),
+}
+
+
 def make_processors(config, dataset_stats: dict, tokenizer):
-    """lerobot's own pi0 pipelines from dataset statistics, with a local tokenizer object (never the hub)."""
+    """lerobot's own pi0 (or pi0.5) pipelines from dataset statistics, with a local tokenizer object (never the
+    hub). The state and action statistics their normalisation mode reads must be there."""
     from verify_ate.verify.upstream.pi0_processors import pi0_processors
 
     stats = torch_stats(dataset_stats)
-    for key in (STATE_KEY, "action"):
-        if key not in stats or not {"mean", "std"} <= set(stats[key]):
-            raise InputError(f"dataset statistics lack mean/std for {key!r} (pi0 normalises it with MEAN_STD)")
+    for key, kind in ((STATE_KEY, "STATE"), ("action", "ACTION")):
+        mode = str(getattr(config.normalization_mapping[kind], "value", config.normalization_mapping[kind]))
+        needed = MODE_STATISTICS.get(mode, ())
+        if key not in stats or not set(needed) <= set(stats[key]):
+            raise InputError(
+                f"dataset statistics lack {'/'.join(needed)} for {key!r} ({config.type} normalises it with {mode})"
+            )
     return pi0_processors(config, stats, tokenizer)
 
 

@@ -54,7 +54,7 @@ class Rewrite:
     first_module: str | None = None
     devices: tuple[str, ...] | None = None
     traceable: bool = True
-    policies: tuple[str, ...] = ("pi0",)  # the policy types it applies to (lerobot's config type)
+    policies: tuple[str, ...] = ("pi0", "pi05")  # the policy types it applies to (lerobot's config type)
     first_module_by_policy: tuple[tuple[str, str], ...] = ()  # where it differs from `first_module`
 
     def runs_on(self, device_type: str) -> bool:
@@ -96,7 +96,14 @@ def fuse_add_rmsnorm(runner, patches) -> None:
     forward = functools.partial(decoder_layer_forward, add_rms_norm=add_rms_norm)
     for model in _gemma_models(runner):
         for layer in model.layers:
+            if _adaptive(layer.post_attention_layernorm):
+                continue  # pi0.5's expert: its adaptive norm and gate are not one add-rmsnorm op
             patches.set(layer, "forward", types.MethodType(forward, layer))
+
+
+def _adaptive(norm) -> bool:
+    """A PiGemmaRMSNorm conditioned on the time embedding (pi0.5's action expert: adaRMS), which has no weight."""
+    return getattr(norm, "dense", None) is not None
 
 
 def add_rms_norm(residual, update, norm):
@@ -145,13 +152,13 @@ def compile_sampler(mode: str | None) -> Apply:
 
 
 def gemma_scale_without_one(runner, patches) -> None:
-    """Every Gemma RMSNorm multiplies by `weight` where Gemma's is `1 + weight`."""
+    """Every Gemma RMSNorm multiplies by `weight` where Gemma's is `1 + weight` (pi0.5's adaptive ones have none)."""
     from verify_ate.verify.upstream.gemma import rmsnorm_class, rmsnorm_forward_times_weight
 
     norm_class = rmsnorm_class()
     for model in _gemma_models(runner):
         for module in model.modules():
-            if isinstance(module, norm_class):
+            if isinstance(module, norm_class) and not _adaptive(module):
                 patches.set(module, "forward", types.MethodType(rmsnorm_forward_times_weight, module))
 
 
@@ -177,6 +184,32 @@ def skip_state_normalization(runner, patches) -> None:
         return {**processed, STATE_KEY: state}
 
     patches.append(runner.batch_edits, raw_state)
+
+
+def swap_adarms_scale_and_shift(runner, patches) -> None:
+    """pi0.5: every adaptive RMSNorm of the action expert splits its modulation as (shift, scale, gate)."""
+    from verify_ate.verify.upstream.gemma import adaptive_rmsnorm_forward_scale_shift_swapped, rmsnorm_class
+
+    norm_class = rmsnorm_class()
+    forward = adaptive_rmsnorm_forward_scale_shift_swapped
+    for model in _gemma_models(runner):
+        for module in model.modules():
+            if isinstance(module, norm_class) and _adaptive(module):
+                patches.set(module, "forward", types.MethodType(forward, module))
+
+
+def state_bins_off_by_one(runner, patches) -> None:
+    """pi0.5: the pre-processor writes each state token one of the 256 bins too high."""
+    from lerobot.policies.pi05.processor_pi05 import Pi05PrepareStateTokenizerProcessorStep
+
+    from verify_ate.verify.upstream.pi05_processors import state_bins_off_by_one_step
+
+    steps = list(runner.preprocessor.steps)
+    found = [i for i, step in enumerate(steps) if isinstance(step, Pi05PrepareStateTokenizerProcessorStep)]
+    if not found:
+        raise InputError("this pre-processor has no pi0.5 state-tokenizer step to break")
+    steps[found[0]] = state_bins_off_by_one_step(steps[found[0]])
+    patches.set(runner.preprocessor, "steps", steps)
 
 
 def draw_own_noise(runner, patches) -> None:
@@ -375,6 +408,23 @@ CATALOGUE: dict[str, Rewrite] = {
             "the state fed in dataset units, its normalisation skipped",
             apply=skip_state_normalization,
             first_module="state projection",
+            policies=("pi0",),  # pi0.5 reads the state from its prompt, tokenised before any batch edit
+        ),
+        Rewrite(
+            "adarms-swapped",
+            FAULT,
+            "pi0.5's adaptive RMSNorm modulation split as (shift, scale) instead of (scale, shift)",
+            apply=swap_adarms_scale_and_shift,
+            first_module="expert layer 0",
+            policies=("pi05",),
+        ),
+        Rewrite(
+            "state-bins-shifted",
+            FAULT,
+            "pi0.5's state discretised one of its 256 bins too high in the prompt",
+            apply=state_bins_off_by_one,
+            first_module=VLM_LAYER_0,
+            policies=("pi05",),
         ),
         Rewrite(
             "noise-reseeded",
@@ -382,7 +432,7 @@ CATALOGUE: dict[str, Rewrite] = {
             "the device draws its own noise instead of the shared file's (the negative control)",
             apply=draw_own_noise,
             first_module="action in projection",
-            policies=("pi0", "diffusion"),
+            policies=("pi0", "pi05", "diffusion"),
             first_module_by_policy=(("diffusion", DIFFUSION_FIRST_UNET_BLOCK),),
         ),
         Rewrite(

@@ -27,7 +27,6 @@ from verify_ate.verify.model.checkpoint import (
     check_checkpoint_folder,
     legacy_normalization_stats,
     load_checkpoint_tokenizer,
-    load_pi0_config,
     load_policy,
     load_policy_config,
 )
@@ -253,7 +252,7 @@ class RunnerBase:
 
 
 class Pi0Runner(RunnerBase):
-    """One pi0 policy on one device. Load, predict on dataset frames with fixed noise, time, release.
+    """One pi0 (or pi0.5) policy on one device. Load, predict on dataset frames with fixed noise, time, release.
 
     checkpoint: a lerobot pi0 checkpoint folder (config.json, model.safetensors or an index and its
         shards, a tokenizer, usually policy_pre/postprocessor.json + their statistics), or a
@@ -274,10 +273,10 @@ class Pi0Runner(RunnerBase):
         num_inference_steps: int | None = None,
         on_bytes: Callable[[int, int], None] | None = None,
     ):
-        from verify_ate.verify.model.policies import adapter_for
+        from verify_ate.verify.model.policies import checkpoint_adapter
 
         super().__init__(device, dtype)
-        self.adapter = adapter_for("pi0")
+        self.adapter = checkpoint_adapter(checkpoint)  # pi0, or pi0.5 (built and loaded the same way)
         if isinstance(checkpoint, SeededCheckpoint):
             self.checkpoint_dir = None
             self.memory = MemoryMonitor(self.device)  # peaks from here on: building, then every prediction
@@ -297,7 +296,7 @@ class Pi0Runner(RunnerBase):
         overrides = [f"--dtype={dtype}"]
         if num_inference_steps is not None:
             overrides.append(f"--num_inference_steps={int(num_inference_steps)}")
-        config = load_pi0_config(folder, overrides)
+        config = load_policy_config(folder, overrides, self.adapter.config_class(), self.adapter.name)
         # lerobot's config validation only knows cuda/mps/xpu/cpu (it rejects "npu"), so the device
         # is set on the parsed config, still before the model is built.
         config.device = str(self.device)

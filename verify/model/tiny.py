@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
 from verify_ate.verify.errors import InputError
@@ -32,6 +33,10 @@ from verify_ate.verify.model.processors import make_processors
 from verify_ate.verify.upstream.pi0_build import EXPERT_VARIANT, VLM_VARIANT
 
 PROFILE_FILE = CONFIGS_DIR / "profiles" / "tiny_pi0.yaml"
+# pi0.5's prompt holds the task and the discretised state ("Task: ..., State: 128 97 ...;\nAction: "): with the byte
+# tokenizer one token per character, at most 87 for the Koch demo's task and 6 joints, 94 for SO-101's (lerobot's
+# default for the real tokenizer is 200; a step's time grows with it). ALOHA's 14 joints (141) would be cut short.
+PI05_PROMPT_LENGTH = 96
 FULL_PROFILE_FILE = CONFIGS_DIR / "profiles" / "full_pi0.yaml"
 
 
@@ -65,9 +70,9 @@ def load_full_profile() -> dict:
 # ---------------------------------------------------------------- model, tokenizer, processors
 
 
-def tiny_pi0_config(profile: dict, dtype: str = "float32", device: str = "cpu"):
-    """A PI0Config for a profile's policy settings and features (variant names stay lerobot's; for a
-    tiny profile, `architecture_overrides` shrinks them)."""
+def tiny_pi0_config(profile: dict, dtype: str = "float32", device: str = "cpu", config_class: Any = None):
+    """A PI0Config (or `config_class`: PI05Config, whose fields are the same) for a profile's policy settings and
+    features (variant names stay lerobot's; for a tiny profile, `architecture_overrides` shrinks them)."""
     from lerobot.configs import FeatureType, PolicyFeature
     from lerobot.policies.pi0 import PI0Config
 
@@ -80,7 +85,7 @@ def tiny_pi0_config(profile: dict, dtype: str = "float32", device: str = "cpu"):
     }
     inputs["observation.state"] = PolicyFeature(type=FeatureType.STATE, shape=(int(features["state_dim"]),))
     outputs = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(int(features["action_dim"]),))}
-    return PI0Config(
+    return (config_class or PI0Config)(
         paligemma_variant=VLM_VARIANT,
         action_expert_variant=EXPERT_VARIANT,
         dtype=dtype,
@@ -98,16 +103,20 @@ def tiny_pi0_config(profile: dict, dtype: str = "float32", device: str = "cpu"):
     )
 
 
-def build_tiny_policy(profile: dict, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
-    """lerobot's PI0Policy at the profile's sizes; weights from transformers'/torch's init under `seed`."""
+def build_tiny_policy(profile: dict, seed: int = 0, dtype: str = "float32", device: str = "cpu", pi05: bool = False):
+    """lerobot's PI0Policy (PI05Policy with `pi05`) at the profile's sizes; weights from transformers'/torch's init
+    under `seed`."""
     import torch
     from lerobot.policies.pi0 import PI0Policy
+    from lerobot.policies.pi05 import PI05Config, PI05Policy
 
-    config = tiny_pi0_config(profile, dtype=dtype, device=device)
+    config = tiny_pi0_config(profile, dtype=dtype, device=device, config_class=PI05Config if pi05 else None)
+    if pi05:  # its prompt holds the discretised state: longer than pi0's 48 tokens
+        config.tokenizer_max_length = PI05_PROMPT_LENGTH
     # fork_rng: seed the initialisation without disturbing the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]), architecture_overrides(architecture_of(profile)):
         torch.manual_seed(seed)
-        policy = PI0Policy(config)
+        policy = (PI05Policy if pi05 else PI0Policy)(config)
     return policy.eval()
 
 
@@ -135,7 +144,11 @@ def build_byte_tokenizer():
 
 
 def build_tiny_checkpoint(
-    out_dir: str | Path, dataset_stats: dict, seed: int = 0, profile_path: str | Path | None = None
+    out_dir: str | Path,
+    dataset_stats: dict,
+    seed: int = 0,
+    profile_path: str | Path | None = None,
+    pi05: bool = False,
 ) -> Path:
     """Write a complete tiny pi0 checkpoint folder at `out_dir` (atomically: temp folder + rename).
 
@@ -147,7 +160,7 @@ def build_tiny_checkpoint(
     if out_dir.exists():
         raise InputError(f"{out_dir}: already exists; refusing to overwrite a checkpoint folder")
     profile = load_tiny_profile(profile_path)
-    policy = build_tiny_policy(profile, seed=seed)
+    policy = build_tiny_policy(profile, seed=seed, pi05=pi05)
     tokenizer = build_byte_tokenizer()
     processors = make_processors(policy.config, dataset_stats, tokenizer)
     return write_checkpoint(out_dir, policy, processors, tokenizer, architecture_of(profile))

@@ -36,8 +36,9 @@ from verify_ate.reports.atomic import write_text
 from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
 from verify_ate.verify.errors import InputError
 from verify_ate.verify.model.architecture import architecture_of
+from verify_ate.verify.model.policies import adapter_for
 from verify_ate.verify.model.processors import make_processors
-from verify_ate.verify.model.tiny import build_byte_tokenizer, build_tiny_policy, load_tiny_profile, write_checkpoint
+from verify_ate.verify.model.tiny import build_byte_tokenizer, build_tiny_policy, write_checkpoint
 
 RECIPE_FILE = CONFIGS_DIR / "profiles" / "demo_training.yaml"
 COMMITTED_POLICY = Path(__file__).resolve().parent / "demo_policy"
@@ -226,8 +227,10 @@ def train_demo_policy(
     recipe: TrainingRecipe | None = None,
     evaluate: Callable[[Path], dict] | None = None,
     profile: dict | None = None,
+    policy_type: str = "pi0",
 ) -> Path:
-    """Trains the tiny pi0 on a dataset's frames and writes its checkpoint folder at `out_dir`.
+    """Trains the tiny pi0 (or the tiny policy of `policy_type`: pi05, act, diffusion, through its own lerobot
+    forward) on a dataset's frames and writes its checkpoint folder at `out_dir`.
 
     `load_frames(chunk_size)`: every frame of the dataset with its action chunk, as
     verify/data/observation.py `load_chunk_frames` reads them (this layer does not read datasets).
@@ -243,19 +246,19 @@ def train_demo_policy(
     if out_dir.exists():
         raise InputError(f"{out_dir}: already exists; refusing to overwrite a checkpoint folder")
     recipe = recipe or load_recipe()
-    profile = profile if profile is not None else load_tiny_profile()
+    profile = profile if profile is not None else default_profile(policy_type)
     started = time.perf_counter()
     with repeatable_torch(recipe.threads):
-        policy = build_tiny_policy(profile, seed=recipe.seed)
-        tokenizer = build_byte_tokenizer()
-        processors = make_processors(policy.config, dataset_stats, tokenizer)
-        frames = load_frames(int(policy.config.chunk_size))
+        policy, processors, tokenizer, architecture = _tiny_policy(policy_type, profile, recipe.seed, dataset_stats)
+        adapter = adapter_for(policy_type)
+        frames = load_frames(adapter.training_horizon(policy.config))
         batch = training_batch(frames, processors[0], list(policy.config.image_features))
+        batch = adapter.model_batch(batch, policy.config)
         steps_started = time.perf_counter()
         losses = train_policy(policy, batch, recipe)
     finished = time.perf_counter()
     record = {
-        **training_identity(dataset_key, recipe, profile),
+        **training_identity(dataset_key, recipe, profile, policy_type),
         "seed": recipe.seed,
         "torch_build": _torch_build(),
         "frames": len(frames),
@@ -270,7 +273,7 @@ def train_demo_policy(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        folder = write_checkpoint(staging / out_dir.name, policy, processors, tokenizer, architecture_of(profile))
+        folder = write_checkpoint(staging / out_dir.name, policy, processors, tokenizer, architecture)
         if evaluate is not None:
             record["tracking"] = evaluate(folder)
         write_text(folder / TRAINING_FILE, json.dumps(record, indent=2) + "\n")
@@ -279,6 +282,28 @@ def train_demo_policy(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def default_profile(policy_type: str) -> dict:
+    """The tiny sizes a policy type trains at: configs/profiles/tiny_pi0.yaml (pi0 and pi0.5), tiny_<type>.yaml."""
+    from verify_ate.verify.model.policies.tiny import load_policy_profile
+
+    return load_policy_profile(policy_type)
+
+
+def _tiny_policy(policy_type: str, profile: dict, seed: int, dataset_stats: dict) -> tuple[Any, tuple, Any, Any]:
+    """(policy, processors, tokenizer or None, architecture file or None) of a tiny policy to train."""
+    if policy_type in ("pi0", "pi05"):
+        policy = build_tiny_policy(profile, seed=seed, pi05=policy_type == "pi05")
+        tokenizer = build_byte_tokenizer()
+        return policy, make_processors(policy.config, dataset_stats, tokenizer), tokenizer, architecture_of(profile)
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from verify_ate.verify.model.policies.tiny import build_tiny_policy as build_other
+    from verify_ate.verify.model.processors import torch_stats
+
+    policy = build_other(policy_type, profile, seed)
+    return policy, make_pre_post_processors(policy.config, dataset_stats=torch_stats(dataset_stats)), None, None
 
 
 def plot_loss_curve(losses: list[float], out_png: Path) -> Path:
@@ -297,8 +322,8 @@ def plot_loss_curve(losses: list[float], out_png: Path) -> Path:
     axes.plot(np.arange(window - 1, len(values)), running, color="C0", label=f"mean of {window} steps")
     axes.set_yscale("log")
     axes.set_xlabel("step")
-    axes.set_ylabel("flow-matching loss (MSE)")
-    axes.set_title("tiny pi0 trained on the demo dataset")
+    axes.set_ylabel("training loss (lerobot's forward)")
+    axes.set_title("tiny policy trained on the demo dataset")
     axes.legend()
     return save_figure(figure, out_png)
 
@@ -306,13 +331,15 @@ def plot_loss_curve(losses: list[float], out_png: Path) -> Path:
 # ---------------------------------------------------------------- which checkpoint the demo runs
 
 
-def training_identity(dataset_key: str, recipe: TrainingRecipe, profile: dict) -> dict:
-    """What a training's result depends on: the dataset, the recipe, the tiny sizes and the libraries."""
+def training_identity(dataset_key: str, recipe: TrainingRecipe, profile: dict, policy_type: str = "pi0") -> dict:
+    """What a training's result depends on: the dataset, the recipe, the tiny sizes, the policy (named for every
+    policy but pi0, whose committed checkpoints predate the key) and the libraries."""
     import lerobot
     import torch
     import transformers
 
     return {
+        **({"policy": policy_type} if policy_type != "pi0" else {}),
         "dataset_key": dataset_key,
         "recipe": recipe.as_dict(),
         "profile": profile,
@@ -340,7 +367,8 @@ def stored_identity(folder: Path) -> dict | None:
         return None
     if not isinstance(record, dict):
         return None
-    return {key: record.get(key) for key in ("dataset_key", "recipe", "profile", "versions")}
+    identity = {key: record.get(key) for key in ("dataset_key", "recipe", "profile", "versions")}
+    return {"policy": record["policy"], **identity} if "policy" in record else identity
 
 
 def trained_checkpoint_folder(
@@ -349,17 +377,18 @@ def trained_checkpoint_folder(
     recipe: TrainingRecipe | None = None,
     profile: dict | None = None,
     committed: Path = COMMITTED_POLICY,
+    policy_type: str = "pi0",
 ) -> Path:
     """Where the demo's trained checkpoint is: the `committed` one when it was trained on this dataset with
-    this recipe (default configs/profiles/demo_training.yaml), profile (default tiny_pi0.yaml) and these
-    libraries, else <cache_dir>/trained_pi0-<key16> (made on first use)."""
-    identity = training_identity(
-        dataset_key, recipe or load_recipe(), profile if profile is not None else load_tiny_profile()
-    )
+    this recipe (default configs/profiles/demo_training.yaml), profile (default tiny_pi0.yaml), policy and these
+    libraries, else <cache_dir>/trained_<policy>-<key16> (made on first use)."""
+    profile = profile if profile is not None else default_profile(policy_type)
+    identity = training_identity(dataset_key, recipe or load_recipe(), profile, policy_type)
     if stored_identity(committed) == identity:
         return committed
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
-    return Path(cache_dir) / f"{CACHE_PREFIX}-{key[:16]}"
+    prefix = CACHE_PREFIX if policy_type == "pi0" else f"trained_{policy_type}"
+    return Path(cache_dir) / f"{prefix}-{key[:16]}"
 
 
 def ensure_trained_checkpoint(
@@ -372,23 +401,32 @@ def ensure_trained_checkpoint(
     recipe: TrainingRecipe | None = None,
     profile: dict | None = None,
     committed: Path = COMMITTED_POLICY,
+    policy_type: str = "pi0",
 ) -> Path:
-    """The demo's trained tiny pi0: the `committed` folder (default `demo_policy/`) when it matches
+    """The demo's trained tiny policy: the `committed` folder (default `demo_policy/`) when it matches
     (`trained_checkpoint_folder`), else trained once into `cache_dir` and reused afterwards. Concurrent
     trainers: the first rename wins."""
     recipe = recipe or load_recipe()
-    target = trained_checkpoint_folder(cache_dir, dataset_key, recipe, profile, committed)
+    target = trained_checkpoint_folder(cache_dir, dataset_key, recipe, profile, committed, policy_type)
+    what = f"tiny {adapter_for(policy_type).label}"
     if target == committed:
-        _step(progress, "using the committed trained tiny pi0")
+        _step(progress, f"using the committed trained {what}")
         return target
     if target.is_dir():
-        _step(progress, f"using the trained tiny pi0 cached in {target}")
+        _step(progress, f"using the trained {what} cached in {target}")
         return target
     steps = recipe.steps
-    _step(progress, f"preparing the trained tiny pi0 (trained on first use: {steps} steps, a minute or two on a CPU)")
+    _step(progress, f"preparing the trained {what} (trained on first use: {steps} steps, a minute or two on a CPU)")
     try:
         return train_demo_policy(
-            target, load_frames, dataset_stats, dataset_key, recipe=recipe, evaluate=evaluate, profile=profile
+            target,
+            load_frames,
+            dataset_stats,
+            dataset_key,
+            recipe=recipe,
+            evaluate=evaluate,
+            profile=profile,
+            policy_type=policy_type,
         )
     except (InputError, OSError):
         if target.is_dir():  # another process finished the same training first

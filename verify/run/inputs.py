@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -223,13 +223,28 @@ class DemoFiles:
     dataset_profile: Path
     recipe: Path
     suffix: str  # "" for the Koch demo, "_<robot>" for the others: demo_dataset<suffix>.yaml
+    policy: str = "pi0"  # the policy trained on it (`--demo --policy`)
+
+    @property
+    def policy_suffix(self) -> str:
+        return "" if self.policy == "pi0" else f"_{self.policy}"
 
     @property
     def committed(self) -> Path:
-        """verify/model/demo_policy<suffix>/."""
+        """verify/model/demo_policy<suffix>[_<policy>]/ (a policy too large to commit is only ever cached)."""
         from verify_ate.verify.model.training import COMMITTED_POLICY
 
-        return COMMITTED_POLICY.with_name(DEMO_POLICY_STEM + self.suffix)
+        return COMMITTED_POLICY.with_name(DEMO_POLICY_STEM + self.suffix + self.policy_suffix)
+
+    def for_policy(self, policy: str) -> DemoFiles:
+        """This robot's demo with `policy` trained on it: its recipe demo_training<suffix>_<policy>.yaml, else
+        demo_training_<policy>.yaml (every policy but pi0 has one), else the robot's own."""
+        if policy == "pi0":
+            return self
+        for name in (f"{DEMO_TRAINING_STEM}{self.suffix}_{policy}.yaml", f"{DEMO_TRAINING_STEM}_{policy}.yaml"):
+            if (DEMO_PROFILES_DIR / name).is_file():
+                return replace(self, policy=policy, recipe=DEMO_PROFILES_DIR / name)
+        return replace(self, policy=policy)
 
     def profile(self) -> DemoProfile:
         from verify_ate.verify.data.demo_dataset import load_demo_profile
@@ -242,10 +257,11 @@ class DemoFiles:
         return load_recipe(self.recipe)
 
     def tiny_profile(self, profile: DemoProfile | None = None) -> dict:
-        """configs/profiles/tiny_pi0.yaml with this demo dataset's cameras and widths (unchanged for Koch's)."""
-        from verify_ate.verify.model.tiny import load_tiny_profile
+        """configs/profiles/tiny_pi0.yaml (tiny_<policy>.yaml) with this demo dataset's cameras and widths
+        (unchanged for Koch's)."""
+        from verify_ate.verify.model.policies.tiny import load_policy_profile
 
-        return _with_features(load_tiny_profile(), profile or self.profile())
+        return _with_features(load_policy_profile(self.policy), profile or self.profile())
 
     def full_profile(self, profile: DemoProfile | None = None) -> dict:
         """configs/profiles/full_pi0.yaml with this demo dataset's cameras and widths (unchanged for Koch's)."""
@@ -281,12 +297,17 @@ def demo_robots() -> dict[str, DemoFiles]:
     return demos
 
 
-def demo_files(robot: str) -> DemoFiles:
-    """The demo of `robot` (a robot name, as --robot takes it); InputError naming the robots that have one."""
+def demo_files(robot: str, policy: str = "pi0") -> DemoFiles:
+    """The demo of `robot` (a robot name, as --robot takes it) with `policy` trained on it; InputError naming the
+    robots that have one, or the policies."""
+    from verify_ate.verify.model.policies import supported_policies
+
     demos = demo_robots()
     if robot not in demos:
         raise InputError(f"robot {robot!r} has no demo (--demo --robot takes one of: {', '.join(demos)})")
-    return demos[robot]
+    if policy not in supported_policies():
+        raise InputError(f"--policy {policy!r}: not a supported policy (one of: {', '.join(supported_policies())})")
+    return demos[robot].for_policy(policy)
 
 
 @dataclass(frozen=True)
@@ -301,22 +322,30 @@ class DemoSource:
     save_checkpoint: Path | None = None
     num_inference_steps: int | None = None
     robot: str = DEFAULT_DEMO_ROBOT  # a robot with a demo (`demo_robots()`)
+    policy: str = "pi0"  # the policy trained on its dataset (`--demo --policy`)
 
     def __post_init__(self) -> None:
         if self.size not in MODEL_SIZES:
             raise InputError(f"model size {self.size!r}: one of {', '.join(MODEL_SIZES)}")
-        demo_files(self.robot)  # refuses a robot without a demo, naming those with one
+        demo_files(self.robot, self.policy)  # refuses a robot without a demo, or an unknown policy, naming them
+        if self.size == "full" and self.policy != "pi0":
+            raise InputError(f"--size full: the full-size demo is pi0's; --policy {self.policy} runs its tiny one")
 
     @property
     def demo(self) -> DemoFiles:
-        return demo_files(self.robot)
+        return demo_files(self.robot, self.policy)
 
     @property
     def note(self) -> str:
         label = self.demo.profile().label
         if self.size == "full":
             return DEMO_NOTE["full"].format(label=label)
-        return DEMO_NOTE["tiny"].format(label=label, steps=self.demo.training_recipe().steps)
+        note = DEMO_NOTE["tiny"].format(label=label, steps=self.demo.training_recipe().steps)
+        if self.policy == "pi0":
+            return note
+        from verify_ate.verify.model.policies import adapter_for
+
+        return note.replace("pi0", adapter_for(self.policy).label)
 
     @property
     def extra_meta(self) -> dict:
@@ -359,6 +388,7 @@ class DemoSource:
             recipe=files.training_recipe(),
             profile=files.tiny_profile(demo),
             committed=files.committed,
+            policy_type=self.policy,
         )
         if self.save_checkpoint is None:
             return tiny
@@ -386,10 +416,11 @@ def demo_source_for_robot(
     cache_dir: Path | None = None,
     save_checkpoint: Path | None = None,
     num_inference_steps: int | None = None,
+    policy: str = "pi0",
 ) -> DemoSource:
-    """The demo of robot `name` (`--demo --robot NAME`): its dataset profile and its trained checkpoint, cached
-    apart from every other robot's. InputError naming the robots with a demo when `name` has none."""
-    return DemoSource(cache_dir, size, save_checkpoint, num_inference_steps, robot=name)
+    """The demo of robot `name` (`--demo --robot NAME [--policy P]`): its dataset profile and its trained checkpoint,
+    cached apart from every other robot's. InputError naming the robots with a demo when `name` has none."""
+    return DemoSource(cache_dir, size, save_checkpoint, num_inference_steps, robot=name, policy=policy)
 
 
 # ---------------------------------------------------------------- one frame's shared inputs
@@ -444,10 +475,10 @@ def demo_tracking_error(checkpoint: Path, dataset: Path, robot: RobotModel) -> d
     from verify_ate.kinematics import arm_poses
     from verify_ate.verify.compare.metrics import position_errors
     from verify_ate.verify.data.observation import load_chunk_frames
-    from verify_ate.verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.runners import runner_for
 
-    with Pi0Runner(checkpoint) as runner:
-        frames = load_chunk_frames(dataset, runner.expected_noise_shape[1])
+    with runner_for(checkpoint) as runner:
+        frames = load_chunk_frames(dataset, runner.chunk_size)
         noise = default_noise(runner.expected_noise_shape)
         predicted = runner.predict(frames, noise)
     recorded = np.stack([np.asarray(frame["action"]) for frame in frames])  # [N, chunk, A]

@@ -5,13 +5,17 @@ LeRobotDataset, torch tensors and hooks). What those do not offer is done here, 
 each copied or patched piece labelled with where it came from and the version it was copied from:
 
   patching        the one way a patch is applied: thread-scoped, under one lock, gone when its block ends
-  pi0_build       lerobot policies/pi0/modeling_pi0: pi0 at reduced sizes; parameters on the meta device
+  pi0_build       lerobot policies/pi0/modeling_pi0 and pi05/modeling_pi05: pi0 and pi0.5 at reduced sizes;
+                  parameters on the meta device
   pi0_modules     lerobot PI0Pytorch: the module paths that hooks and rewrites name; the Euler step
   pi0_weights     pi0 checkpoints of every era (lerobot before 0.4, lerobot 0.4-0.6.1, openpi): their tensor
                   names, lerobot's own remapping, tied twins, the normalisation buffers of old files
   pi0_processors  lerobot processor_pi0: a local tokenizer where lerobot would fetch one from the hub
   gemma           transformers models/gemma and lerobot pi_gemma: the forwards a rewrite replaces, copied
   dataset_v21     lerobot scripts/convert_dataset_v21_to_v30: its steps, without the hub
+  pi05_processors lerobot policies/pi05/processor_pi05: the state discretisation, copied for one fault
+  act_diffusion   lerobot policies/act and policies/diffusion: building them offline (no ImageNet download),
+                  Diffusion's scheduler draws pinned (diffusers' randn_tensor), the module paths --trace names
 
 Importing this package checks that the installed lerobot, transformers and torch are the releases
 these modules were written for (`WRITTEN_FOR`). Another release may rename a module, change a

@@ -148,3 +148,22 @@ def rotary_forward_from_table(self: Any, x: Any, position_ids: Any, *, tables: d
         )
         tables[key] = table
     return table[0][position_ids], table[1][position_ids]
+
+
+def adaptive_rmsnorm_forward_scale_shift_swapped(self: Any, x: Any, cond: Any = None) -> tuple[Any, Any]:
+    """PiGemmaRMSNorm.forward of lerobot 0.6.1 (policies/pi_gemma.py), the adaptive (adaRMS) branch of pi0.5's
+    action expert, changed on purpose: the modulation is split as (shift, scale, gate) where lerobot and openpi
+    split it as (scale, shift, gate) (a porting fault)."""
+    import torch
+
+    dtype = x.dtype
+    normed = self._norm(x)
+    if cond is None or self.dense is None:
+        normed = normed * (1.0 + self.weight.float())
+        return normed.type_as(x), None
+    modulation = self.dense(cond)
+    if len(x.shape) == 3:
+        modulation = modulation.unsqueeze(1)
+    shift, scale, gate = torch.chunk(modulation, 3, dim=-1)
+    normed = normed * (1 + scale.float()) + shift.float()
+    return normed.to(dtype), gate.to(dtype)

@@ -1,4 +1,5 @@
-"""Seam: how lerobot 0.6.1 builds pi0 (policies/pi0/modeling_pi0.py). Two things its constructor does not offer:
+"""Seam: how lerobot 0.6.1 builds pi0 (policies/pi0/modeling_pi0.py) and pi0.5 (policies/pi05/modeling_pi05.py, the
+same PaliGemma-with-expert construction). Two things their constructors do not offer:
 
 - reduced sizes (`reduced_sizes`): lerobot maps pi0's variant names to fixed full-size widths, so a tiny
   model is built by answering those lookups with the tiny sizes for the duration of the build;
@@ -45,6 +46,7 @@ def reduced_sizes(architecture: Mapping[str, Any]) -> Iterator[None]:
     1 * 8 * head_dim), equal depth/heads/head_dim in both Gemmas, a square image resolution.
     """
     from lerobot.policies.pi0 import modeling_pi0
+    from lerobot.policies.pi05 import modeling_pi05
 
     vlm, expert, vision = architecture["vlm"], architecture["action_expert"], architecture["vision"]
     vocab_size = int(architecture["vocab_size"])
@@ -71,7 +73,9 @@ def reduced_sizes(architecture: Mapping[str, Any]) -> Iterator[None]:
     paligemma_class = modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma
     expert_class = modeling_pi0.PiGemmaForCausalLM
     with PATCH_LOCK, contextlib.ExitStack() as stack:
-        stack.enter_context(thread_scoped(modeling_pi0, "get_gemma_config", gemma_config))
+        # pi0.5 (policies/pi05/modeling_pi05.py) has its own copy of get_gemma_config and the same PaliGemma classes
+        for modeling in (modeling_pi0, modeling_pi05):
+            stack.enter_context(thread_scoped(modeling, "get_gemma_config", gemma_config))
         real_paligemma_init = stack.enter_context(thread_scoped(paligemma_class, "__init__", paligemma_init))
         real_expert_init = stack.enter_context(thread_scoped(expert_class, "__init__", expert_init))
         yield
@@ -86,21 +90,29 @@ def parameters_on_meta(buffers: dict[str, Any]) -> Iterator[None]:
     that to "meta", and the buffers (rotary tables, position ids, embedding scales), which are in no weights
     file, are taken just before, exactly as lerobot computed them (after its float32/bfloat16 casts). For
     this thread: `torch.nn.Module.register_parameter` puts each new parameter on meta, and
-    `PI0Pytorch.__init__` (modeling_pi0.py) copies the buffers when it returns.
+    `PI0Pytorch.__init__` (modeling_pi0.py; pi0.5's `PI05Pytorch.__init__` alike) copies the buffers when it
+    returns.
     """
     import torch
     from lerobot.policies.pi0 import modeling_pi0
+    from lerobot.policies.pi05 import modeling_pi05
 
     def register_on_meta(module: Any, name: str, param: Any) -> None:
         real_register(module, name, param)
         if param is not None and param.device.type != "meta":
             module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
 
-    def pi0_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        real_pi0_init(self, *args, **kwargs)
-        buffers.update({name: tensor.detach().clone() for name, tensor in self.named_buffers()})
+    def keeping_buffers(real_init: Any) -> Any:
+        def init(self: Any, *args: Any, **kwargs: Any) -> None:
+            real_init(self, *args, **kwargs)
+            buffers.update({name: tensor.detach().clone() for name, tensor in self.named_buffers()})
+
+        return init
 
     with PATCH_LOCK, contextlib.ExitStack() as stack:
         real_register = stack.enter_context(thread_scoped(torch.nn.Module, "register_parameter", register_on_meta))
-        real_pi0_init = stack.enter_context(thread_scoped(modeling_pi0.PI0Pytorch, "__init__", pi0_init))
+        # PI0Pytorch, and pi0.5's PI05Pytorch (policies/pi05/modeling_pi05.py), built the same way
+        for model_class in (modeling_pi0.PI0Pytorch, modeling_pi05.PI05Pytorch):
+            init = keeping_buffers(vars(model_class)["__init__"])
+            stack.enter_context(thread_scoped(model_class, "__init__", init))
         yield

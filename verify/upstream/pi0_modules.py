@@ -32,6 +32,9 @@ ROLES: dict[str, tuple[str, str]] = {
     "expert_layer_0": (f"{EXPERT}.layers.0", "expert layer 0"),
     "expert_norm": (f"{EXPERT}.norm", "expert final norm"),
     "action_out_projection": (ACTION_OUT_PROJECTION, "action out projection (v_t)"),
+    # pi0.5's PI05Pytorch (policies/pi05/modeling_pi05.py): the time embedding's MLP, whose output conditions
+    # every adaptive RMSNorm of the action expert
+    "pi05_time_mlp": ("time_mlp_out", "time MLP (adaRMS condition)"),
 }
 
 

@@ -26,9 +26,13 @@ class _Given:
 
 def pi0_processors(config: Any, dataset_stats: dict, tokenizer: Any) -> tuple[Any, Any]:
     """lerobot's own pi0 (pre, post) pipelines for `config` and `dataset_stats` (torch tensors), built with
-    `tokenizer` instead of a hub download."""
+    `tokenizer` instead of a hub download; pi0.5's (policies/pi05/processor_pi05.py
+    `make_pi05_pre_post_processors`, the same tokenizer step) for a pi0.5 config."""
     from lerobot.policies.pi0.processor_pi0 import make_pi0_pre_post_processors
+    from lerobot.policies.pi05 import PI05Config
+    from lerobot.policies.pi05.processor_pi05 import make_pi05_pre_post_processors
     from lerobot.processor import tokenizer_processor
 
+    factory = make_pi05_pre_post_processors if isinstance(config, PI05Config) else make_pi0_pre_post_processors
     with thread_scoped_object(tokenizer_processor, "AutoTokenizer", _Given(tokenizer)):
-        return make_pi0_pre_post_processors(config, dataset_stats=dataset_stats)
+        return factory(config, dataset_stats=dataset_stats)

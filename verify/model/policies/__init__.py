@@ -22,8 +22,9 @@ def _adapters() -> dict[str, PolicyAdapter]:
     from verify_ate.verify.model.policies.act import ActAdapter
     from verify_ate.verify.model.policies.diffusion import DiffusionAdapter
     from verify_ate.verify.model.policies.pi0 import Pi0Adapter
+    from verify_ate.verify.model.policies.pi05 import Pi05Adapter
 
-    return {adapter.name: adapter for adapter in (Pi0Adapter(), ActAdapter(), DiffusionAdapter())}
+    return {adapter.name: adapter for adapter in (Pi0Adapter(), Pi05Adapter(), ActAdapter(), DiffusionAdapter())}
 
 
 def supported_policies() -> tuple[str, ...]:

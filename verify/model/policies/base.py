@@ -44,6 +44,10 @@ class PolicyAdapter:
         """Actions in one predicted chunk."""
         raise NotImplementedError
 
+    def training_horizon(self, config: Any) -> int:
+        """Actions a training sample holds (lerobot's delta_timestamps): the chunk, or Diffusion's horizon."""
+        return self.chunk_size(config)
+
     def num_inference_steps(self, config: Any) -> int | None:
         """Denoising steps a prediction takes (None: one forward pass)."""
         return None

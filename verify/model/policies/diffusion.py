@@ -46,6 +46,9 @@ class DiffusionAdapter(PolicyAdapter):
     def chunk_size(self, config: Any) -> int:
         return int(config.n_action_steps)
 
+    def training_horizon(self, config: Any) -> int:
+        return int(config.horizon)
+
     def num_inference_steps(self, config: Any) -> int | None:
         return int(config.num_inference_steps or config.num_train_timesteps)
 

@@ -17,7 +17,7 @@ def tiny_profile_path(policy_type: str) -> Path:
 
 def load_policy_profile(policy_type: str) -> dict:
     """configs/profiles/tiny_<type>.yaml (pi0's validated against what its code can run)."""
-    if policy_type == "pi0":
+    if policy_type in ("pi0", "pi05"):  # pi0.5 is pi0's architecture: the same sizes
         from verify_ate.verify.model.tiny import load_tiny_profile
 
         return load_tiny_profile()
@@ -32,10 +32,10 @@ def build_tiny_policy(policy_type: str, profile: dict, seed: int = 0):
     """lerobot's policy of `policy_type` at the profile's sizes, weights from torch's init under `seed`."""
     import torch
 
-    if policy_type == "pi0":
+    if policy_type in ("pi0", "pi05"):
         from verify_ate.verify.model.tiny import build_tiny_policy as build_tiny_pi0
 
-        return build_tiny_pi0(profile, seed=seed)
+        return build_tiny_pi0(profile, seed=seed, pi05=policy_type == "pi05")
     adapter = adapter_for(policy_type)
     config = adapter.tiny_config(profile)
     with torch.random.fork_rng(devices=[]):
@@ -48,10 +48,10 @@ def build_tiny_policy_checkpoint(
     policy_type: str, out_dir: str | Path, dataset_stats: dict, seed: int = 0, profile: dict | None = None
 ) -> Path:
     """A complete tiny checkpoint folder of `policy_type` at `out_dir` (atomic; an existing folder is refused)."""
-    if policy_type == "pi0":
+    if policy_type in ("pi0", "pi05"):
         from verify_ate.verify.model.tiny import build_tiny_checkpoint
 
-        return build_tiny_checkpoint(out_dir, dataset_stats, seed=seed)
+        return build_tiny_checkpoint(out_dir, dataset_stats, seed=seed, pi05=policy_type == "pi05")
     from lerobot.policies.factory import make_pre_post_processors
 
     from verify_ate.verify.model.processors import torch_stats

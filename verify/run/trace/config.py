@@ -62,7 +62,7 @@ class TraceConfig:
 
     def rules_for(self, adapter: Any, model: Any) -> tuple[tuple[ModuleRule, ...], str]:
         """The modules to record of `adapter`'s policy, and where they were named (for errors)."""
-        if adapter.records_x_t:  # pi0: `modules`
+        if adapter.name == "pi0":  # `modules`
             return self.modules, self.source
         own = dict(self.policy_modules).get(adapter.name)
         if own is not None:

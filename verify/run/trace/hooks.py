@@ -10,7 +10,6 @@ from verify_ate.verify.run.trace.config import X_T_LABEL, X_T_PATH, TraceConfig,
 from verify_ate.verify.upstream.pi0_modules import (
     ACTION_IN_PROJECTION,
     ACTION_OUT_PROJECTION,
-    STATE_PROJECTION,
     euler_step,
 )
 
@@ -84,7 +83,7 @@ class ModuleRecorder:
 
     def __enter__(self) -> ModuleRecorder:
         modules = dict(self.model.named_modules())
-        needed = (STATE_PROJECTION, ACTION_IN_PROJECTION, ACTION_OUT_PROJECTION) if self.adapter.records_x_t else ()
+        needed = (ACTION_IN_PROJECTION, ACTION_OUT_PROJECTION) if self.adapter.records_x_t else ()
         for name in (*needed, *([self.adapter.step_module] if self.adapter.step_module else [])):
             if name not in modules:
                 raise InputError(f"this policy has no {name!r} module; not lerobot 0.6.1's {self.adapter.label}")
