@@ -204,3 +204,39 @@ def test_optional_action_space_gates(tmp_path, rng):
     bad = run_cli("compare", reference, under_test, "--min-cosine", "1.5")
     assert bad.returncode == 2
     assert "--min-cosine" in bad.stderr
+
+
+def test_the_ascend_recipes_criteria_are_gates_of_their_own(tmp_path, rng):
+    """pi0.5's smallest per-step cosine, ACT's max / mean absolute error and OpenVLA's np.allclose, each reproduced
+    exactly on the raw actions and judged beside ATE, which passes here."""
+    from verify_ate.verify.compare.artifact import save_artifact
+
+    actions = koch_actions(rng)
+    moved = actions.copy()
+    moved[0, 10:20, 2] += 1.5  # the elbow 1.5 degrees off for ten steps
+    reference = save_artifact(make_artifact(actions), tmp_path / "ref.npz")
+    under_test = save_artifact(make_artifact(moved), tmp_path / "dut.npz")
+    error = np.abs(moved - actions)
+    step_cosine = float(
+        np.min(np.sum(actions * moved, -1) / (np.linalg.norm(actions, axis=-1) * np.linalg.norm(moved, axis=-1)))
+    )
+    strict = run_cli(
+        "compare", reference, under_test, "--json", tmp_path / "strict.json", "--min-step-cosine", "0.9999999",
+        "--max-abs-error", "1", "--mean-abs-error", "1", "--allclose", "1e-3,1e-3",
+    )  # fmt: skip
+    assert strict.returncode == 1
+    summary = json.loads((tmp_path / "strict.json").read_text())
+    checks = {check["name"]: check for check in summary["checks"]}
+    assert checks["position"]["pass"] and checks["orientation"]["pass"]  # ATE alone would let it through
+    assert checks["step cosine"]["value"] == pytest.approx(step_cosine) and not checks["step cosine"]["pass"]
+    assert checks["max abs error"]["value"] == pytest.approx(1.5) and not checks["max abs error"]["pass"]
+    assert checks["mean abs error"]["value"] == pytest.approx(error.mean()) and checks["mean abs error"]["pass"]
+    assert not np.allclose(moved, actions, rtol=1e-3, atol=1e-3)
+    assert checks["allclose"]["value"] == 10 and checks["allclose"]["kind"] == "allclose"
+    assert "[FAIL] allclose(atol=0.001, rtol=0.001) of the actions: 10 values NOT close" in strict.stdout
+    assert summary["action_space"]["max_abs_error"] == pytest.approx(1.5)
+    loose = run_cli("compare", reference, under_test, "--max-abs-error", "2", "--allclose", "1.6,0")
+    assert loose.returncode == 0, loose.stdout
+    assert np.allclose(moved, actions, rtol=0, atol=1.6)
+    bad = run_cli("compare", reference, under_test, "--allclose", "1e-3")
+    assert bad.returncode == 2 and "--allclose: must be ATOL,RTOL" in bad.stderr

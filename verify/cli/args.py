@@ -208,6 +208,15 @@ def cosine(text: str) -> float:
     return value
 
 
+def allclose_tolerances(text: str) -> tuple[float, float]:
+    """ "ATOL,RTOL": two finite numbers >= 0."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"must be ATOL,RTOL (two numbers), not {text}")
+    atol, rtol = (non_negative_float(part.strip()) for part in parts)
+    return atol, rtol
+
+
 def _integer(text: str) -> int:
     try:
         return int(text)
@@ -667,6 +676,32 @@ class GateArgs(ArgGroup):
             help="also gate every joint's largest absolute error in degrees (default off)",
         )
         group.add_argument(
+            "--min-step-cosine",
+            type=cosine,
+            metavar="C",
+            help="also gate the smallest per-step cosine similarity of the actions, e.g. 0.99 (the Ascend pi0.5 "
+            "recipe's criterion) (default off)",
+        )
+        group.add_argument(
+            "--max-abs-error",
+            type=non_negative_float,
+            metavar="X",
+            help="also gate the largest absolute error of the actions, in the artifacts' units (default off)",
+        )
+        group.add_argument(
+            "--mean-abs-error",
+            type=non_negative_float,
+            metavar="X",
+            help="also gate the mean absolute error of the actions, in the artifacts' units (default off)",
+        )
+        group.add_argument(
+            "--allclose",
+            type=allclose_tolerances,
+            metavar="ATOL,RTOL",
+            help="also gate numpy's allclose of the actions (|dut - ref| <= atol + rtol |ref|), e.g. 1e-3,1e-3 "
+            "(default off)",
+        )
+        group.add_argument(
             "--no-gripper-check",
             action="store_true",
             help="do not gate on each gripper's open/closed state agreeing step by step (on by default for robots "
@@ -702,6 +737,10 @@ class GateArgs(ArgGroup):
             rotation_metric=args.rot_metric,
             min_cosine=args.min_cosine,
             max_joint_error_deg=args.max_joint_error,
+            min_step_cosine=args.min_step_cosine,
+            max_abs_error=args.max_abs_error,
+            mean_abs_error=args.mean_abs_error,
+            allclose=args.allclose,
         )
         if args.no_gripper_check:
             gate = replace(gate, gripper_check=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 from verify_ate.kinematics import Poses, RobotModel, arm_poses
 from verify_ate.verify.compare.artifact import INPUT_HASHES, TrajectoryArtifact
-from verify_ate.verify.compare.gate import GateCheck, GateConfig, GateResult, judge
+from verify_ate.verify.compare.gate import GateCheck, GateConfig, GateResult, judge, recipe_checks
 from verify_ate.verify.compare.gripper import GripperAgreement, GripperSpec, gripper_check
 from verify_ate.verify.compare.metrics import (
     SERIES_UNITS,
@@ -18,6 +18,7 @@ from verify_ate.verify.compare.metrics import (
     ActionSpaceFigures,
     ErrorStatistics,
     NonFinite,
+    allclose_violations,
     joint_max_abs_errors,
 )
 from verify_ate.verify.errors import InputError
@@ -420,7 +421,8 @@ def compare(
     action_space = ActionSpaceFigures.of(ref_units, dut_units)
     nonfinite = (NonFinite.of(reference.actions), NonFinite.of(under_test.actions))
     grippers = gripper_agreements(robot, ref_units, dut_units, units) if config.gripper_check else ()
-    extra = (gripper_check(grippers),) if grippers else ()
+    violations = None if config.allclose is None else allclose_violations(ref_units, dut_units, *config.allclose)
+    extra = (*((gripper_check(grippers),) if grippers else ()), *recipe_checks(config, action_space, violations))
     gated = orientation_rpy if config.rotation_metric == "rpy" else orientation
     gate = judge(position, gated, *nonfinite, names, config, action_space, joint_errors_deg, extra)
     calibrated_config = config.calibrated()

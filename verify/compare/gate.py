@@ -33,6 +33,13 @@ class GateConfig:
     rotation_metric: str = "geodesic"  # which orientation error the gate compares: geodesic or rpy
     min_cosine: float | None = None  # every chunk's cosine similarity with the reference at least this
     max_joint_error_deg: float | None = None  # every joint's largest absolute error at most this
+    # The Ascend recipes' own criteria, each off unless set, on the raw actions in the artifacts' units: the
+    # smallest per-step cosine (pi0.5's "all similarities > 0.99"), the largest and the mean absolute error (ACT's),
+    # numpy's allclose at (atol, rtol) (OpenVLA's).
+    min_step_cosine: float | None = None
+    max_abs_error: float | None = None
+    mean_abs_error: float | None = None
+    allclose: tuple[float, float] | None = None  # (atol, rtol)
     gripper_check: bool = True  # each gripper's open/closed state must agree step by step (robots that name one)
     mode: str = "both"  # which bounds decide: the fixed, the calibrated, or both reported (the fixed deciding)
     calibration: Calibration | None = None  # the calibrated gate's floors (None: the fixed bounds only)
@@ -54,6 +61,16 @@ class GateConfig:
             math.isfinite(self.max_joint_error_deg) and self.max_joint_error_deg >= 0
         ):
             raise ValueError(f"max_joint_error_deg must be a finite number >= 0, not {self.max_joint_error_deg}")
+        if self.min_step_cosine is not None and not -1.0 <= self.min_step_cosine <= 1.0:
+            raise ValueError(f"min_step_cosine must lie in [-1, 1], not {self.min_step_cosine}")
+        for name in ("max_abs_error", "mean_abs_error"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, not {value}")
+        if self.allclose is not None and not (
+            len(self.allclose) == 2 and all(math.isfinite(v) and v >= 0 for v in self.allclose)
+        ):
+            raise ValueError(f"allclose must be two finite numbers >= 0 (atol, rtol), not {self.allclose}")
 
     @property
     def orientation_series(self) -> str:
@@ -86,7 +103,7 @@ class GateConfig:
         return calibrated if calibrated is not None and self.decides == "calibrated" else self
 
     @classmethod
-    def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides: float | str | None) -> GateConfig:
+    def from_file(cls, path: Path = THRESHOLDS_FILE, **overrides: object) -> GateConfig:
         """The file's bounds with `overrides` (values the caller has checked) on top; a bad value in the file is
         an InputError naming it."""
         document = read_yaml(path, "gate thresholds")
@@ -94,7 +111,13 @@ class GateConfig:
             values = {key: document[key] for key in ("position_tolerance_m", "orientation_tolerance_rad", "statistic")}
         except (KeyError, TypeError) as error:
             raise InputError(f"{path}: gate thresholds lack {error}") from None
-        for key in ("rotation_metric", "min_cosine", "max_joint_error_deg", "gripper_check"):
+        for key in (
+            "rotation_metric",
+            "min_cosine",
+            "max_joint_error_deg",
+            "gripper_check",
+            *RECIPE_KEYS,
+        ):
             if document.get(key) is not None:
                 values[key] = document[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -109,9 +132,22 @@ class GateConfig:
                 if values.get("max_joint_error_deg") is None
                 else float(values["max_joint_error_deg"]),
                 gripper_check=_flag(values.get("gripper_check", True), "gripper_check"),
+                min_step_cosine=_optional(values, "min_step_cosine"),
+                max_abs_error=_optional(values, "max_abs_error"),
+                mean_abs_error=_optional(values, "mean_abs_error"),
+                allclose=None
+                if values.get("allclose") is None
+                else (float(values["allclose"][0]), float(values["allclose"][1])),
             )
         except (TypeError, ValueError) as error:
             raise InputError(f"{path}: {error}") from None
+
+
+RECIPE_KEYS = ("min_step_cosine", "max_abs_error", "mean_abs_error", "allclose")
+
+
+def _optional(values: dict, key: str) -> float | None:
+    return None if values.get(key) is None else float(values[key])
 
 
 def _flag(value: object, key: str) -> bool:
@@ -122,6 +158,7 @@ def _flag(value: object, key: str) -> bool:
 
 # What a check bounds. A calibration sets the bounds of the position and orientation kinds only.
 POSITION, ORIENTATION, FINITE, COSINE, JOINT_ERROR = "position", "orientation", "finite", "cosine", "joint error"
+ABS_ERROR, ALLCLOSE = "abs error", "allclose"
 CALIBRATED_KINDS = (POSITION, ORIENTATION)
 
 
@@ -203,6 +240,44 @@ def judge(
             GateCheck("joint error", passed, value, config.max_joint_error_deg, "deg", "max", message, kind=JOINT_ERROR)
         )
     return GateResult((*checks, *extra))
+
+
+def recipe_checks(config: GateConfig, figures: ActionSpaceFigures, allclose_violations: int | None) -> list[GateCheck]:
+    """The recipes' criteria that `config` sets, on the raw actions (the artifacts' units `figures` were taken in);
+    `allclose_violations`: the values failing allclose at `config.allclose` (None when it is not set)."""
+    checks = []
+    if config.min_step_cosine is not None:
+        cosine, minimum = figures.min_step_cosine, config.min_step_cosine
+        verdict = "at least" if cosine >= minimum else "BELOW"
+        message = f"smallest per-step action cosine similarity {cosine:.6g} {verdict} the minimum {minimum:g}"
+        checks.append(
+            GateCheck("step cosine", bool(cosine >= minimum), cosine, minimum, "", "min", message, kind=COSINE)
+        )
+    for name, value, bound, statistic in (
+        ("max abs error", figures.max_abs_error, config.max_abs_error, "max"),
+        ("mean abs error", figures.mean_abs_error, config.mean_abs_error, "mean"),
+    ):
+        if bound is not None:
+            verdict = "within" if value <= bound else "OVER"
+            message = f"{name} of the actions {value:.6g} {verdict} bound {bound:g} (the artifacts' units)"
+            checks.append(GateCheck(name, bool(value <= bound), value, bound, "", statistic, message, kind=ABS_ERROR))
+    if config.allclose is not None and allclose_violations is not None:
+        atol, rtol = config.allclose
+        verdict = "all close" if allclose_violations == 0 else f"{allclose_violations} values NOT close"
+        message = f"allclose(atol={atol:g}, rtol={rtol:g}) of the actions: {verdict}"
+        checks.append(
+            GateCheck(
+                "allclose",
+                allclose_violations == 0,
+                float(allclose_violations),
+                0.0,
+                "values",
+                None,
+                message,
+                kind=ALLCLOSE,
+            )
+        )
+    return checks
 
 
 def _finite_check(reference: NonFinite, under_test: NonFinite, joint_names: Sequence[str]) -> GateCheck:

@@ -166,6 +166,8 @@ class ActionSpaceFigures:
     cosine: float
     min_step_cosine: float
     mse: float
+    max_abs_error: float = float("nan")  # the Ascend ACT recipe's figures: largest and mean |ref - dut|
+    mean_abs_error: float = float("nan")
 
     @classmethod
     def of(cls, reference: np.ndarray, under_test: np.ndarray) -> ActionSpaceFigures:
@@ -175,10 +177,28 @@ class ActionSpaceFigures:
             return cls(float("nan"), float("nan"), float("nan"))
         chunk = _cosine(a.reshape(len(a), -1), b.reshape(len(b), -1))
         step = _cosine(a, b)
-        return cls(float(np.min(chunk)), float(np.min(step)), float(np.mean((a - b) ** 2)))
+        error = np.abs(a - b)
+        return cls(
+            float(np.min(chunk)),
+            float(np.min(step)),
+            float(np.mean((a - b) ** 2)),
+            float(np.max(error)),
+            float(np.mean(error)),
+        )
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def allclose_violations(reference: np.ndarray, under_test: np.ndarray, atol: float, rtol: float) -> int:
+    """How many action values fail numpy's allclose test |dut - ref| <= atol + rtol * |ref| (the Ascend OpenVLA
+    recipe's `np.allclose(npu, cpu, rtol, atol)`, the reference as numpy's second argument); a non-finite value
+    always fails."""
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(under_test, dtype=np.float64).reshape(a.shape)
+    with np.errstate(invalid="ignore"):
+        close = np.abs(b - a) <= atol + rtol * np.abs(a)
+    return int(np.size(close) - np.count_nonzero(close & np.isfinite(a) & np.isfinite(b)))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

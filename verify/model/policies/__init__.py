@@ -45,6 +45,8 @@ def adapter_for(policy_type: str, where: str = "policy") -> PolicyAdapter:
 def checkpoint_policy_type(folder: Path) -> str:
     """config.json `type` of a checkpoint folder (its other contents are checked when it loads)."""
     path = Path(folder) / CONFIG_FILE
+    if not Path(folder).is_dir():
+        raise InputError(f"{folder}: checkpoint folder not found")
     if not path.is_file():
         raise InputError(f"{folder}: not a lerobot checkpoint folder (no {CONFIG_FILE})")
     try:
