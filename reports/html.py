@@ -416,6 +416,7 @@ def page_context(summary: dict, arrays: ReportArrays, figures: list[dict], stati
         "ref": {"device": text(ref.get("device")), "dtype": text(ref.get("dtype"))},
         "dut": {"device": text(dut.get("device")), "dtype": text(dut.get("dtype"))},
         "robot": text(summary.get("robot")),
+        "policy": text(ref.get("policy")) if ref.get("policy") else None,  # artifacts of before policies: none
         "shape": "×".join(str(n) for n in shape),
         "n_steps": summary.get("n_steps"),
         "statistic": summary["position"]["stat"],

@@ -203,3 +203,25 @@ def test_debug_shows_the_traceback_that_the_one_line_hides(tmp_path):
         assert shown.returncode == 2
         assert "Traceback" in shown.stderr
         assert shown.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
+def test_an_interrupt_a_library_turned_into_an_error_is_found_behind_it():
+    """transformers' lazy imports re-raise what interrupted them as ImportError; the broad error handlers around
+    library calls (a tokenizer, a config, a processor pipeline) re-raise the interrupt found behind it, so a
+    Ctrl-C or SIGTERM during loading still exits 130 or 143, not 2."""
+    from verify_ate.verify.errors import Terminated, interrupt_behind
+
+    try:
+        try:
+            raise Terminated()
+        except KeyboardInterrupt as interrupt:
+            raise ImportError("Failed to import transformers.models.auto") from interrupt
+    except ImportError as error:
+        assert isinstance(interrupt_behind(error), Terminated)
+    try:
+        try:
+            raise ValueError("a real problem")
+        except ValueError:
+            raise ImportError("and another") from None
+    except ImportError as error:
+        assert interrupt_behind(error) is None

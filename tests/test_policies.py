@@ -60,7 +60,7 @@ def test_one_shot_passes_against_itself_in_bfloat16(policy, policy_checkpoints, 
     chunk = config["n_action_steps"] if policy == "diffusion" else config["chunk_size"]
     assert summary["shape"] == [1, chunk, 6]
     assert 0 < summary["position"]["max"] < 0.03  # bfloat16 moved it, within the bound
-    assert (out / "index.html").is_file()
+    assert f"policy {policy} · robot koch_v1_1" in (out / "index.html").read_text()
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -27,6 +27,19 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread like Ctrl-C, so that every cleanup path runs for both."""
 
 
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that a library turned into an ordinary error (transformers' lazy imports re-raise what
+    interrupted them as ImportError), found in its cause or context chain; None when there is none."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def input_errors() -> tuple[type[BaseException], ...]:
     """The error types that mean a bad input (exit 2): this package's and those of the packages below it."""
     from verify_ate.kinematics import RobotConfigError

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verify_ate.verify.errors import DeviceUnavailableError, InputError
+from verify_ate.verify.errors import DeviceUnavailableError, InputError, interrupt_behind
 from verify_ate.verify.model.architecture import checkpoint_architecture
 from verify_ate.verify.model.devices import check_fits, library_version
 from verify_ate.verify.model.weights import (
@@ -101,6 +101,8 @@ def load_checkpoint_tokenizer(folder: Path):
         with quiet():
             return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:  # transformers raises many types for broken tokenizer files
+        if (interrupt := interrupt_behind(error)) is not None:
+            raise interrupt from None
         raise InputError(f"{folder}: the tokenizer files cannot be loaded ({type(error).__name__}: {error})") from None
 
 
@@ -127,6 +129,8 @@ def load_policy_config(folder: Path, overrides: list[str], config_class: Any, po
                 str(folder), local_files_only=True, cli_overrides=[*overrides, "--device=cpu"]
             )
     except (Exception, SystemExit) as error:  # draccus reports unknown/invalid fields with its own error types
+        if (interrupt := interrupt_behind(error)) is not None:
+            raise interrupt from None
         raise InputError(
             f"{path}: lerobot {library_version('lerobot')} cannot parse this config ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); for a checkpoint of an older lerobot try "

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verify_ate.verify.errors import InputError
+from verify_ate.verify.errors import InputError, interrupt_behind
 from verify_ate.verify.model.checkpoint import (
     POSTPROCESSOR_FILE,
     PREPROCESSOR_FILE,
@@ -166,6 +166,8 @@ def policy_processors(folder: Path, config: Any, device: Any, dataset_stats: dic
                     preprocessor_overrides={"device_processor": {"device": str(device)}},
                 )
         except Exception as error:  # lerobot raises many types for a broken pipeline file
+            if (interrupt := interrupt_behind(error)) is not None:
+                raise interrupt from None
             raise InputError(
                 f"{folder}: the saved processor pipelines cannot be loaded ({type(error).__name__}: {error})"
             ) from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verify_ate.verify.errors import InputError
+from verify_ate.verify.errors import InputError, interrupt_behind
 from verify_ate.verify.model.checkpoint import POSTPROCESSOR_FILE, PREPROCESSOR_FILE, quiet
 
 STATE_KEY = "observation.state"
@@ -44,6 +44,8 @@ def checkpoint_processors(folder: Path, config, tokenizer, device, dataset_stats
                     local_files_only=True,
                 )
         except Exception as error:
+            if (interrupt := interrupt_behind(error)) is not None:
+                raise interrupt from None
             raise InputError(
                 f"{folder}: the saved processor pipelines cannot be loaded ({type(error).__name__}: {error})"
             ) from None
