@@ -26,7 +26,7 @@ from verify_ate.verify.errors import InputError
 
 if TYPE_CHECKING:  # the dataset reader needs pyarrow and the runner torch, which the model-free commands do without
     from verify_ate.verify.data.observation import ObservationSet
-    from verify_ate.verify.model.runner import Pi0Runner
+    from verify_ate.verify.model.runner import RunnerBase
     from verify_ate.verify.model.seeded import SeededCheckpoint
 
 
@@ -74,7 +74,7 @@ def load_runner(
     dataset_stats: dict | None,
     device: str | None = None,
     progress=None,
-) -> Pi0Runner:
+) -> RunnerBase:
     """This side's policy (the checkpoint's type) on its device (or on `device`, a rank's own one); use it as a
     context to release it.
     `progress` shows the bytes of weights read."""
