@@ -33,7 +33,7 @@ from verify_ate.verify.model.weights import (
     WEIGHTS_FILE,
     CheckpointWeights,
     checkpoint_weights,
-    read_into,
+    read_all_into,
     read_tensor,
 )
 from verify_ate.verify.upstream.pi0_build import parameters_on_meta
@@ -185,7 +185,6 @@ def load_policy(
     `verify_weights_loaded` proves the values came from the file. `on_bytes(read, total)`
     reports progress.
     """
-    import torch
 
     started = time.perf_counter()
     policy, buffers = build_skeleton(folder, config)
@@ -205,19 +204,7 @@ def load_policy(
         if _device_error(error):
             raise DeviceUnavailableError(f"device {device}: {error}") from None
         raise
-    total = sum(weights.tensors[key].nbytes for key in sources.values())
-    done = 0
-
-    def count(read: int) -> None:
-        nonlocal done
-        done += read
-        if on_bytes is not None:
-            on_bytes(done, total)
-
-    state = policy.state_dict(keep_vars=True)
-    with torch.no_grad():
-        for key, file_key in sources.items():
-            read_into(weights.tensors[file_key], state[key].data, count)
+    total = read_all_into(policy.state_dict(keep_vars=True), sources, weights, on_bytes)
     config.device = str(device)
     verify_weights_loaded(policy, weights, plan)
     report = LoadReport(

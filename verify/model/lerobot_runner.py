@@ -16,10 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verify_ate.verify.errors import InputError, interrupt_behind
+from verify_ate.verify.errors import InputError
 from verify_ate.verify.model.checkpoint import (
-    POSTPROCESSOR_FILE,
-    PREPROCESSOR_FILE,
     LoadReport,
     check_checkpoint_folder,
     load_policy_config,
@@ -27,9 +25,9 @@ from verify_ate.verify.model.checkpoint import (
 )
 from verify_ate.verify.model.devices import MemoryMonitor, check_fits
 from verify_ate.verify.model.policies.base import PolicyAdapter
-from verify_ate.verify.model.processors import torch_stats
+from verify_ate.verify.model.processors import saved_or_built, torch_stats
 from verify_ate.verify.model.runner import RunnerBase, step_overrides
-from verify_ate.verify.model.weights import CheckpointWeights, checkpoint_weights, read_into
+from verify_ate.verify.model.weights import CheckpointWeights, checkpoint_weights, read_all_into
 
 
 class LerobotRunner(RunnerBase):
@@ -126,19 +124,7 @@ def load_streamed(
     parameters = sum(p.numel() for p in policy.parameters())
     check_fits(device, parameter_bytes + buffer_bytes, f"{adapter.label} ({parameters:,} parameters in {dtype})")
     policy.to(device=device, dtype=torch_dtype)
-    total = sum(weights.tensors[key].nbytes for key in state)
-    done = 0
-
-    def count(read: int) -> None:
-        nonlocal done
-        done += read
-        if on_bytes is not None:
-            on_bytes(done, total)
-
-    live = policy.state_dict(keep_vars=True)
-    with torch.no_grad():
-        for key in state:
-            read_into(weights.tensors[key], live[key].data, count)
+    total = read_all_into(policy.state_dict(keep_vars=True), {key: key for key in state}, weights, on_bytes)
     config.device = str(device)
     report = LoadReport(
         seconds=time.perf_counter() - started,
@@ -157,26 +143,13 @@ def policy_processors(folder: Path, config: Any, device: Any, dataset_stats: dic
     """lerobot's saved pipelines when the folder has them, else lerobot's factory from dataset statistics."""
     from lerobot.policies.factory import make_pre_post_processors
 
-    if (folder / PREPROCESSOR_FILE).is_file() and (folder / POSTPROCESSOR_FILE).is_file():
-        try:
-            with quiet():
-                preprocessor, postprocessor = make_pre_post_processors(
-                    config,
-                    pretrained_path=str(folder),
-                    preprocessor_overrides={"device_processor": {"device": str(device)}},
-                )
-        except Exception as error:  # lerobot raises many types for a broken pipeline file
-            if (interrupt := interrupt_behind(error)) is not None:
-                raise interrupt from None
-            raise InputError(
-                f"{folder}: the saved processor pipelines cannot be loaded ({type(error).__name__}: {error})"
-            ) from None
-        return preprocessor, postprocessor, "checkpoint"
-    if dataset_stats is None:
-        raise InputError(
-            f"{folder}: no {PREPROCESSOR_FILE}/{POSTPROCESSOR_FILE} in the checkpoint and no dataset statistics "
-            "given to build them (pass the dataset, whose meta/stats.json has them)"
-        )
-    config.device = str(device)
-    preprocessor, postprocessor = make_pre_post_processors(config, dataset_stats=torch_stats(dataset_stats))
-    return preprocessor, postprocessor, "dataset_stats"
+    return saved_or_built(
+        folder,
+        config,
+        device,
+        dataset_stats,
+        lambda: make_pre_post_processors(
+            config, pretrained_path=str(folder), preprocessor_overrides={"device_processor": {"device": str(device)}}
+        ),
+        lambda stats: make_pre_post_processors(config, dataset_stats=torch_stats(stats)),
+    )

@@ -1,8 +1,10 @@
-"""lerobot's pi0 pre/post-processor pipelines: loaded from a checkpoint, or built from dataset statistics."""
+"""lerobot's pre/post-processor pipelines: loaded from a checkpoint, or built from dataset statistics."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,37 +15,55 @@ STATE_KEY = "observation.state"
 
 
 def checkpoint_processors(folder: Path, config, tokenizer, device, dataset_stats: dict | None):
-    """lerobot's saved pipelines when the folder has them, else built from statistics."""
-    from lerobot.processor import PolicyProcessorPipeline
-    from lerobot.processor.converters import (
-        batch_to_transition,
-        policy_action_to_transition,
-        transition_to_batch,
-        transition_to_policy_action,
+    """lerobot's saved pi0 (pi0.5) pipelines when the folder has them, else built from statistics."""
+
+    def load_saved() -> tuple[Any, Any]:
+        from lerobot.processor import PolicyProcessorPipeline
+        from lerobot.processor.converters import (
+            batch_to_transition,
+            policy_action_to_transition,
+            transition_to_batch,
+            transition_to_policy_action,
+        )
+
+        preprocessor = PolicyProcessorPipeline.from_pretrained(
+            str(folder),
+            config_filename=PREPROCESSOR_FILE,
+            overrides={"tokenizer_processor": {"tokenizer": tokenizer}, "device_processor": {"device": str(device)}},
+            to_transition=batch_to_transition,
+            to_output=transition_to_batch,
+            local_files_only=True,
+        )
+        postprocessor = PolicyProcessorPipeline.from_pretrained(
+            str(folder),
+            config_filename=POSTPROCESSOR_FILE,
+            to_transition=policy_action_to_transition,
+            to_output=transition_to_policy_action,
+            local_files_only=True,
+        )
+        return preprocessor, postprocessor
+
+    return saved_or_built(
+        folder, config, device, dataset_stats, load_saved, lambda stats: make_processors(config, stats, tokenizer)
     )
 
+
+def saved_or_built(
+    folder: Path,
+    config: Any,
+    device: Any,
+    dataset_stats: dict | None,
+    load_saved: Callable[[], tuple[Any, Any]],
+    build: Callable[[dict], tuple[Any, Any]],
+) -> tuple[Any, Any, str]:
+    """(pre, post, source) for every policy: the folder's saved pipelines (`load_saved`, "checkpoint") when it has
+    both files, else `build(dataset_stats)` ("dataset_stats") with the config's device set. InputError naming the
+    folder when the saved ones do not load or there is nothing to build from."""
     if (folder / PREPROCESSOR_FILE).is_file() and (folder / POSTPROCESSOR_FILE).is_file():
         try:
             with quiet():
-                preprocessor = PolicyProcessorPipeline.from_pretrained(
-                    str(folder),
-                    config_filename=PREPROCESSOR_FILE,
-                    overrides={
-                        "tokenizer_processor": {"tokenizer": tokenizer},
-                        "device_processor": {"device": str(device)},
-                    },
-                    to_transition=batch_to_transition,
-                    to_output=transition_to_batch,
-                    local_files_only=True,
-                )
-                postprocessor = PolicyProcessorPipeline.from_pretrained(
-                    str(folder),
-                    config_filename=POSTPROCESSOR_FILE,
-                    to_transition=policy_action_to_transition,
-                    to_output=transition_to_policy_action,
-                    local_files_only=True,
-                )
-        except Exception as error:
+                preprocessor, postprocessor = load_saved()
+        except Exception as error:  # lerobot and transformers raise many types for a broken pipeline file
             if (interrupt := interrupt_behind(error)) is not None:
                 raise interrupt from None
             raise InputError(
@@ -56,7 +76,7 @@ def checkpoint_processors(folder: Path, config, tokenizer, device, dataset_stats
             "given to build them (pass the dataset, whose meta/stats.json has them)"
         )
     config.device = str(device)
-    preprocessor, postprocessor = make_processors(config, dataset_stats, tokenizer)
+    preprocessor, postprocessor = build(dataset_stats)
     return preprocessor, postprocessor, "dataset_stats"
 
 

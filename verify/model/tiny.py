@@ -103,16 +103,23 @@ def tiny_pi0_config(profile: dict, dtype: str = "float32", device: str = "cpu", 
     )
 
 
+def tiny_pi05_config(profile: dict, dtype: str = "float32", device: str = "cpu"):
+    """A PI05Config at a pi0 profile's settings, its prompt PI05_PROMPT_LENGTH long (it holds the discretised state)."""
+    from lerobot.policies.pi05 import PI05Config
+
+    config = tiny_pi0_config(profile, dtype=dtype, device=device, config_class=PI05Config)
+    config.tokenizer_max_length = PI05_PROMPT_LENGTH
+    return config
+
+
 def build_tiny_policy(profile: dict, seed: int = 0, dtype: str = "float32", device: str = "cpu", pi05: bool = False):
     """lerobot's PI0Policy (PI05Policy with `pi05`) at the profile's sizes; weights from transformers'/torch's init
     under `seed`."""
     import torch
     from lerobot.policies.pi0 import PI0Policy
-    from lerobot.policies.pi05 import PI05Config, PI05Policy
+    from lerobot.policies.pi05 import PI05Policy
 
-    config = tiny_pi0_config(profile, dtype=dtype, device=device, config_class=PI05Config if pi05 else None)
-    if pi05:  # its prompt holds the discretised state: longer than pi0's 48 tokens
-        config.tokenizer_max_length = PI05_PROMPT_LENGTH
+    config = tiny_pi05_config(profile, dtype, device) if pi05 else tiny_pi0_config(profile, dtype, device)
     # fork_rng: seed the initialisation without disturbing the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]), architecture_overrides(architecture_of(profile)):
         torch.manual_seed(seed)

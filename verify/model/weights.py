@@ -166,6 +166,31 @@ def _sharded(folder: Path, index: Path) -> CheckpointWeights:
     return CheckpointWeights(folder, (index, *(folder / name for name in shards)), tensors)
 
 
+def read_all_into(
+    state: dict[str, Any],
+    sources: dict[str, str],
+    weights: CheckpointWeights,
+    on_bytes: Callable[[int, int], None] | None = None,
+) -> int:
+    """Every model tensor `state[key]` (a state_dict with keep_vars) filled from its file tensor `sources[key]`,
+    one tensor at a time (`read_into`); `on_bytes(read so far, total)` after each chunk. Returns the bytes read."""
+    import torch
+
+    total = sum(weights.tensors[file_key].nbytes for file_key in sources.values())
+    done = 0
+
+    def count(read: int) -> None:
+        nonlocal done
+        done += read
+        if on_bytes is not None:
+            on_bytes(done, total)
+
+    with torch.no_grad():
+        for key, file_key in sources.items():
+            read_into(weights.tensors[file_key], state[key].data, count)
+    return total
+
+
 def read_into(entry: TensorEntry, target: Any, on_bytes: Callable[[int], None] | None = None) -> None:
     """Copy one tensor from disk into `target` (a torch tensor of the same shape, any dtype and device).
 

@@ -26,10 +26,7 @@ PI05_TRACE_ROLES = (
 class Pi05Adapter(Pi0Adapter):
     name = "pi05"
     label = "pi0.5"
-    randomness = (
-        "flow-matching noise [1, chunk_size, max_action_dim] (the Euler integration's starting point), its only "
-        "random draw at inference: fed from the noise file through predict_action_chunk(noise=...)"
-    )
+    # randomness: pi0's (the flow noise from the noise file, its only draw at inference)
 
     def config_class(self) -> Any:
         from lerobot.policies.pi05 import PI05Config
@@ -53,8 +50,6 @@ class Pi05Adapter(Pi0Adapter):
         return tuple(role(name) for name in PI05_TRACE_ROLES)
 
     def tiny_config(self, profile: dict, dtype: str = "float32", device: str = "cpu") -> Any:
-        from verify_ate.verify.model.tiny import PI05_PROMPT_LENGTH, tiny_pi0_config
+        from verify_ate.verify.model.tiny import tiny_pi05_config
 
-        config = tiny_pi0_config(profile, dtype=dtype, device=device, config_class=self.config_class())
-        config.tokenizer_max_length = PI05_PROMPT_LENGTH
-        return config
+        return tiny_pi05_config(profile, dtype=dtype, device=device)
