@@ -91,6 +91,17 @@ def make_noise(seed: int, shape: tuple[int, ...], created_by: str = "verify-ate 
     return FixedNoise(gaussian(seed, shape), seed, GENERATOR, created_by)
 
 
+def derived_noise(noise: FixedNoise, *keys: int) -> FixedNoise:
+    """Noise of the same shape, determined by `noise`'s values and integer `keys` alone (e.g. an episode's seed and
+    a chunk's index): seed = the first 8 bytes (little-endian, top bit cleared) of sha256("<noise sha256>/<key>/...").
+    Two devices given the same file derive the same values, never a fresh random draw."""
+    text = "/".join([noise.sha256, *(str(int(key)) for key in keys)])
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+    return FixedNoise(
+        gaussian(seed, noise.shape), seed, noise.generator, f"derived from noise {noise.sha256[:12]} {keys}"
+    )
+
+
 def save_noise(noise: FixedNoise, path: str | Path) -> Path:
     from safetensors.numpy import save_file
 

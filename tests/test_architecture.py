@@ -28,6 +28,7 @@ ALLOWED = {
         "verify.publish",
         "verify.run",
         "verify.model",  # only the catalogue of variant and fault names (verify/model/rewrites.py, no torch)
+        "verify.envs",  # only the names of the environments (configs/rollout.yaml)
         "verify.compare",
         "verify.errors",
         "kinematics",
@@ -36,6 +37,7 @@ ALLOWED = {
     "verify.commands": {
         "verify.publish",
         "verify.run",
+        "verify.envs",
         "verify.model",
         "verify.data",
         "verify.compare",
@@ -47,6 +49,7 @@ ALLOWED = {
     },
     "verify.publish": {"verify.run", "verify.compare", "verify.errors", "noise", "reports"},
     "verify.run": {
+        "verify.envs",
         "verify.model",
         "verify.upstream",
         "verify.cache",
@@ -58,6 +61,8 @@ ALLOWED = {
         "noise",
         "reports",
     },
+    # the environments a closed-loop rollout drives: the demo world (drawn as the demo dataset is) and lerobot.envs
+    "verify.envs": {"verify.data", "verify.configs", "verify.errors", "kinematics"},
     "verify.model": {"verify.upstream", "verify.cache", "verify.configs", "verify.errors", "noise", "reports"},
     # the fence: the only unit that reaches into lerobot's, transformers' and torch's internals
     "verify.upstream": {"verify.errors"},

@@ -851,3 +851,121 @@ class TraceArgs(ArgGroup):
 
     def parse(self, args: argparse.Namespace, parsed: Parsed) -> TraceRequest:
         return TraceRequest(args.trace, args.trace_on_fail, args.trace_dump, args.trace_tol)
+
+
+# ---------------------------------------------------------------- closed loop
+
+
+class RolloutArgs(ArgGroup):
+    """--env/--episodes/--seed/--n-action-steps/--max-steps/--noise (defaults in configs/rollout.yaml) -> a
+    RolloutRequest."""
+
+    def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
+        from verify_ate.verify.envs.base import rollout_config
+        from verify_ate.verify.envs.factory import environment_names
+
+        defaults = rollout_config()
+        group = parser.add_argument_group("closed loop (defaults from configs/rollout.yaml)")
+        group.add_argument(
+            "--env",
+            choices=environment_names(),
+            default="demo",
+            help="the environment both sides drive: demo (the demo robot's kinematic world, offline) or one of "
+            "lerobot's environments (lerobot.envs; its gym package installed)",
+        )
+        group.add_argument(
+            "--episodes", type=positive_int, default=int(defaults["episodes"]), metavar="N", help="paired episodes"
+        )
+        group.add_argument(
+            "--seed",
+            type=non_negative_int,
+            default=int(defaults["seed"]),
+            metavar="S",
+            help="episode i resets both environments with seed S + i",
+        )
+        group.add_argument(
+            "--n-action-steps",
+            type=positive_int,
+            default=int(defaults["n_action_steps"]),
+            metavar="K",
+            help="actions executed from each predicted chunk before the next prediction (capped at the chunk)",
+        )
+        group.add_argument(
+            "--max-steps", type=positive_int, metavar="N", help="steps per episode (default: the environment's limit)"
+        )
+        group.add_argument(
+            "--noise",
+            type=Path,
+            metavar="FILE",
+            help="fixed-noise file: chunk 0 of every episode takes it, later chunks values derived from it "
+            "(default: seed 0)",
+        )
+
+    def parse(self, args: argparse.Namespace, parsed: Parsed) -> Any:
+        from verify_ate.verify.commands.rollout import RolloutRequest
+        from verify_ate.verify.run.rollout import RolloutPlan
+
+        plan = RolloutPlan(args.env, args.episodes, args.seed, args.n_action_steps, args.max_steps)
+        return RolloutRequest(plan, args.noise)
+
+
+class ClosedLoopGateArgs(ArgGroup):
+    """--divergence-bound/--divergence-stat/--max-divergence/--max-disagreement/--min-p-value (configs/
+    thresholds.yaml `rollout:`) -> a ClosedLoopGate."""
+
+    def add_to_parser(self, parser: argparse.ArgumentParser) -> None:
+        from verify_ate.verify.compare.closed_loop import DIVERGENCE_STATISTICS
+
+        group = parser.add_argument_group("closed-loop gate (defaults from configs/thresholds.yaml, rollout:)")
+        group.add_argument(
+            "--divergence-bound",
+            type=non_negative_float,
+            metavar="D",
+            help="distance over which two paired rollouts have diverged, m (or the environment state's units) "
+            "(default 0.03)",
+        )
+        group.add_argument(
+            "--divergence-stat",
+            choices=DIVERGENCE_STATISTICS,
+            help="per-episode statistic --max-divergence compares: the final step's, the max or the mean over the "
+            "episode's steps (default final)",
+        )
+        group.add_argument(
+            "--max-divergence",
+            type=non_negative_float,
+            metavar="D",
+            help="gate: every episode's divergence statistic at most D (default off)",
+        )
+        group.add_argument(
+            "--max-disagreement",
+            type=_fraction,
+            metavar="F",
+            help="gate: the share of episodes whose outcome differs between the sides at most F, 0..1 (default off)",
+        )
+        group.add_argument(
+            "--min-p-value",
+            type=_fraction,
+            metavar="P",
+            help="gate: fail when McNemar's exact p-value is below P, i.e. the success rates differ (default off)",
+        )
+
+    def parse(self, args: argparse.Namespace, parsed: Parsed) -> Any:
+        from verify_ate.verify.compare.closed_loop import ClosedLoopGate
+
+        try:
+            return ClosedLoopGate.from_file(
+                divergence_bound=args.divergence_bound,
+                divergence_statistic=args.divergence_stat,
+                max_divergence=args.max_divergence,
+                max_disagreement=args.max_disagreement,
+                min_p_value=args.min_p_value,
+            )
+        except ValueError as error:
+            raise InputError(str(error)) from None
+
+
+def _fraction(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text}: a fraction between 0 and 1")
+    return value

@@ -8,6 +8,7 @@ verify-ate noise         make | show | import
 verify-ate fk            robot, a joint CSV or a recorded episode
 verify-ate selftest      device, model and data, frame, gate, outputs; every variant and fault vs the reference
 verify-ate import        checkpoint | dataset: old-format pi0 folders and LeRobot v2.x datasets, made current
+verify-ate rollout       devices, rewrites, model and data, robot, closed loop and its gate, outputs; `run`, `compare`
 
 `parser(name)` builds a command's parser without running anything (the docs test checks every documented
 command line against it).
@@ -23,6 +24,7 @@ from verify_ate.verify.cli.args import (
     DEMO_OUT,
     ArgumentParser,
     CalibrateArgs,
+    ClosedLoopGateArgs,
     CommandLine,
     CompareArgs,
     FrameArgs,
@@ -31,6 +33,7 @@ from verify_ate.verify.cli.args import (
     OutputArgs,
     RewriteArgs,
     RobotArgs,
+    RolloutArgs,
     SingleDeviceArgs,
     SingleRewriteArgs,
     SweepArgs,
@@ -44,7 +47,8 @@ from verify_ate.verify.errors import InputError
 
 MAIN_DESCRIPTION = (
     "Run a policy on a reference device and a device under test with the same observation and noise, and gate "
-    "end-effector ATE. Subcommands: run, compare, sweep, selftest, noise, fk, import (verify-ate SUBCOMMAND -h)."
+    "end-effector ATE. Subcommands: run, compare, sweep, selftest, rollout, noise, fk, import "
+    "(verify-ate SUBCOMMAND -h)."
 )
 
 
@@ -331,6 +335,105 @@ def import_(argv: list[str]) -> int:
     return import_checkpoint_folder(args.source, args.out, args.dataset)
 
 
+# ---------------------------------------------------------------- closed loop
+
+ROLLOUT_FORMS = ("run", "compare")
+
+
+def rollout_command() -> CommandLine:
+    return CommandLine(
+        "verify-ate rollout",
+        "Paired closed-loop rollouts: the reference and the device under test each drive their own copy of one "
+        "environment from the same seeds, in lock step, with the same noise per chunk; divergence, outcomes and "
+        "McNemar's test judged. Forms: rollout run (one side, saved), rollout compare REF DUT.",
+        RewriteArgs(),
+        ModelArgs(),
+        TimingArgs(timed=False),
+        RobotArgs(),
+        RolloutArgs(),
+        ClosedLoopGateArgs(),
+        OutputArgs(demo_out=DEMO_OUT / "rollout"),
+    )
+
+
+def _rollout_save_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--save", type=Path, required=True, metavar="FILE", help="rollout artifact to write (.npz)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+
+def rollout_run_command() -> CommandLine:
+    return CommandLine(
+        "verify-ate rollout run",
+        "One side's closed-loop rollouts, saved for `verify-ate rollout compare` (two-machine workflow).",
+        SingleRewriteArgs(),
+        ModelArgs(),
+        TimingArgs(timed=False),
+        RobotArgs(),
+        RolloutArgs(),
+        extra=_rollout_save_flags,
+    )
+
+
+def _rollout_compare_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("reference", type=Path, help="the reference's rollout artifact (.npz)")
+    parser.add_argument("under_test", type=Path, help="the device under test's rollout artifact (.npz)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="compare although the environments' fingerprints, checkpoints, noise or policies differ; the outputs "
+        "say FORCED and what differed",
+    )
+
+
+def rollout_compare_command() -> CommandLine:
+    return CommandLine(
+        "verify-ate rollout compare",
+        "Judge two saved rollout artifacts (no torch needed).",
+        ClosedLoopGateArgs(),
+        OutputArgs(),
+        extra=_rollout_compare_flags,
+    )
+
+
+def rollout(argv: list[str]) -> int:
+    if argv and argv[0] == "run":
+        parsed = rollout_run_command().parse(argv[1:])
+        from verify_ate.verify.commands.rollout import check_rollout_save, run_rollout_side
+
+        check_rollout_save(parsed.args.save)
+        return run_rollout_side(
+            parsed[SingleRewriteArgs],
+            parsed[ModelArgs],
+            parsed[RobotArgs],
+            parsed[RolloutArgs],
+            parsed.args.save,
+            parsed.args.quiet,
+        )
+    if argv and argv[0] == "compare":
+        parsed = rollout_compare_command().parse(argv[1:])
+        from verify_ate.verify.commands.rollout import compare_rollout_files
+
+        return compare_rollout_files(
+            parsed.args.reference,
+            parsed.args.under_test,
+            parsed[ClosedLoopGateArgs],
+            parsed[OutputArgs],
+            parsed.args.force,
+        )
+    parsed = rollout_command().parse(argv)
+    from verify_ate.verify.commands.rollout import run_rollout
+
+    return run_rollout(
+        parsed[RewriteArgs],
+        parsed[ModelArgs],
+        parsed[RobotArgs],
+        parsed[RolloutArgs],
+        parsed[ClosedLoopGateArgs],
+        parsed[OutputArgs],
+        quiet=parsed.args.quiet,
+    )
+
+
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "run": run,
     "compare": compare,
@@ -339,6 +442,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "fk": fk,
     "import": import_,
     "selftest": selftest,
+    "rollout": rollout,
 }
 
 # Each command's parser, built without running anything ("" is the main form).
@@ -351,4 +455,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "fk": lambda: fk_command().parser,
     "noise": noise_parser,
     "import": import_parser,
+    "rollout": lambda: rollout_command().parser,
+    "rollout run": lambda: rollout_run_command().parser,
+    "rollout compare": lambda: rollout_compare_command().parser,
 }

@@ -436,7 +436,7 @@ def _quiet_writer():
             datasets.enable_progress_bars()
 
 
-def _gripper_index(robot: RobotModel, arm: Arm) -> int | None:
+def gripper_index(robot: RobotModel, arm: Arm) -> int | None:
     """Where the arm's gripper value sits in a dataset vector: the one its robot config names, else a joint
     called gripper (one arm) or <arm>_gripper; None when the arm has none."""
     names = [strip_position_suffix(name) for name in robot.dataset_joint_names]
@@ -448,7 +448,7 @@ def _write_with_lerobot(root: Path, profile: DemoProfile) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     robot = load_robot(profile.robot)
-    grippers = [_gripper_index(robot, arm) for arm in robot.arms]
+    grippers = [gripper_index(robot, arm) for arm in robot.arms]
     with _quiet_writer():
         dataset = LeRobotDataset.create(
             repo_id=f"local/{root.name}",
