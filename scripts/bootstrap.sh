@@ -233,6 +233,20 @@ if [ "$install_status" -ne 0 ]; then
     echo "bootstrap [$(elapsed)] installing into $venv failed (whole log: $log)" >&2
     exit 3
 fi
+# gym-pusht (PushT, the physics environment the rollout tests drive through lerobot.envs) asks for opencv-python,
+# whose cv2/ would overwrite the opencv-python-headless lerobot installs: it comes without its dependencies, which
+# the test extra lists (pygame, pymunk, shapely; gymnasium and OpenCV come with lerobot).
+case ",$extras," in
+    *",test,"*)
+        stage "installing gym-pusht without its opencv-python"
+        if ! "$venv/bin/python" -m pip install --no-deps "gym-pusht>=0.1.5,<0.2" >>"$log" 2>&1; then
+            echo "bootstrap: ---- last 20 lines of $log ----" >&2
+            tail -n 20 "$log" >&2
+            echo "bootstrap [$(elapsed)] installing gym-pusht into $venv failed (whole log: $log)" >&2
+            exit 3
+        fi
+        ;;
+esac
 stage "writing the stamp $stamp_file"
 printf '%s\n%s\n' "$(pyproject_hash)" "$extras" >"$stamp_file"
 stage "ready in $(elapsed). Call $venv/bin/verify-ate, or run 'source $venv/bin/activate' to have verify-ate on PATH"

@@ -175,6 +175,8 @@ def parse_problem(arguments: list[str]) -> str | None:
         if arguments[0] not in PARSERS:
             return f"unknown command {arguments[0]!r}"
         name, rest = arguments[0], arguments[1:]
+        if rest and f"{name} {rest[0]}" in PARSERS:  # a command's forms: `rollout run`, `rollout compare`
+            name, rest = f"{name} {rest[0]}", rest[1:]
     else:
         name, rest = "", arguments
     stderr = io.StringIO()

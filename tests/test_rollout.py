@@ -245,3 +245,75 @@ def test_episodes_over_two_torchrun_ranks_equal_one_process_bit_for_bit(demo_cac
         for name in ("states", "actions", "images", "success", "rewards"):
             assert getattr(alone, name).tobytes() == getattr(ranks, name).tobytes(), (side, name)
     assert two["divergence"] == one["divergence"] and two["outcomes"] == one["outcomes"]
+
+
+# ---------------------------------------------------------------- a physics environment through lerobot.envs
+
+
+@pytest.fixture(scope="module")
+def pusht_inputs(tmp_path_factory):
+    """PushT as lerobot builds it (lerobot.envs, gym-pusht): a LeRobot dataset of two short episodes recorded from
+    it with seeded actions, written by lerobot's own writer, and a tiny seeded Diffusion Policy for its 96x96
+    camera and 2-D state, with that dataset's statistics."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.envs.factory import make_environment
+    from verify_ate.verify.model.policies.tiny import build_tiny_policy_checkpoint, load_policy_profile
+
+    folder = tmp_path_factory.mktemp("pusht")
+    features = {
+        "observation.image": {"dtype": "video", "shape": (96, 96, 3), "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
+        "action": {"dtype": "float32", "shape": (2,), "names": ["x", "y"]},
+    }
+    dataset = LeRobotDataset.create(
+        repo_id="local/pusht_recorded", fps=10, features=features, root=folder / "pusht_recorded", use_videos=True,
+        video_backend="pyav",
+    )  # fmt: skip
+    world = make_environment("pusht")()
+    rng = np.random.default_rng(0)
+    for episode in range(2):
+        step = world.reset(100 + episode)
+        for _ in range(12):
+            action = rng.uniform(80.0, 430.0, size=2).astype(np.float32)
+            dataset.add_frame(
+                {
+                    "observation.image": step.image,
+                    "observation.state": step.frame["observation.state"],
+                    "action": action,
+                    "task": step.frame["task"],
+                }
+            )
+            step = world.step(action)
+        dataset.save_episode(parallel_encoding=False)
+    dataset.finalize()
+    world.close()
+    stats = load_frames(folder / "pusht_recorded", 0, [0]).stats
+    profile = load_policy_profile("diffusion")
+    profile["features"] = {"cameras": {"observation.image": [3, 96, 96]}, "state_dim": 2, "action_dim": 2}
+    checkpoint = build_tiny_policy_checkpoint("diffusion", folder / "diffusion", stats, profile=profile)
+    return checkpoint, folder / "pusht_recorded"
+
+
+def test_pusht_through_lerobots_environment_layer_end_to_end(pusht_inputs, tmp_path):
+    checkpoint, dataset = pusht_inputs
+    common = ["rollout", "--env", "pusht", "--checkpoint", checkpoint, "--dataset", dataset, "--episodes", 2,
+              "--max-steps", 24, "--n-action-steps", 8, "--dut", "cpu", "--quiet"]  # fmt: skip
+    result = run_cli(*common, "--dut-dtype", "float32", "--out", tmp_path / "same")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "same" / "summary.json").read_text())
+    assert summary["environment"] == "pusht" and summary["divergence"]["unit"] == "px"
+    assert summary["divergence"]["final"]["max"] == 0.0  # the same device and precision: the same bytes
+    environment = summary["ref"]["environment"]
+    assert environment["gym_id"] == "gym_pusht/PushT-v0" and environment["robot"] is None
+    assert {"gym-pusht", "pymunk", "pygame", "lerobot"} <= set(environment["packages"])
+    reference = load_rollout(tmp_path / "same" / "rollout_ref.npz")
+    assert reference.states.shape == (2, 25, 2) and reference.images.shape == (2, 25, 96, 96, 3)
+    assert summary["ref"]["policy"] == "diffusion"
+    # The pusher moved: the policy's actions drove lerobot's environment.
+    assert float(np.linalg.norm(reference.states[:, -1] - reference.states[:, 0], axis=-1).min()) > 1.0
+
+    bf16 = run_cli(*common, "--dut-dtype", "bfloat16", "--json", tmp_path / "bf16.json")
+    assert bf16.returncode == 0, bf16.stderr
+    assert json.loads((tmp_path / "bf16.json").read_text())["divergence"]["final"]["max"] > 0.0

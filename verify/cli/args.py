@@ -909,6 +909,16 @@ class RolloutArgs(ArgGroup):
         return RolloutRequest(plan, args.noise)
 
 
+class RolloutRobotArgs(RobotArgs):
+    """--robot/--robot-units/--robot-calibration of `rollout`: the demo world's robot (whose demo it is); lerobot's
+    environments bring their own robot model or none (configs/rollout.yaml), so there it is None unless named."""
+
+    def parse(self, args: argparse.Namespace, parsed: Parsed) -> RobotModel | None:  # type: ignore[override]
+        if args.env != "demo" and not args.robot:
+            return None
+        return super().parse(args, parsed)
+
+
 class ClosedLoopGateArgs(ArgGroup):
     """--divergence-bound/--divergence-stat/--max-divergence/--max-disagreement/--min-p-value (configs/
     thresholds.yaml `rollout:`) -> a ClosedLoopGate."""

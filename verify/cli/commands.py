@@ -34,6 +34,7 @@ from verify_ate.verify.cli.args import (
     RewriteArgs,
     RobotArgs,
     RolloutArgs,
+    RolloutRobotArgs,
     SingleDeviceArgs,
     SingleRewriteArgs,
     SweepArgs,
@@ -349,7 +350,7 @@ def rollout_command() -> CommandLine:
         RewriteArgs(),
         ModelArgs(),
         TimingArgs(timed=False),
-        RobotArgs(),
+        RolloutRobotArgs(),
         RolloutArgs(),
         ClosedLoopGateArgs(),
         OutputArgs(demo_out=DEMO_OUT / "rollout"),
@@ -368,7 +369,7 @@ def rollout_run_command() -> CommandLine:
         SingleRewriteArgs(),
         ModelArgs(),
         TimingArgs(timed=False),
-        RobotArgs(),
+        RolloutRobotArgs(),
         RolloutArgs(),
         extra=_rollout_save_flags,
     )
@@ -404,7 +405,7 @@ def rollout(argv: list[str]) -> int:
         return run_rollout_side(
             parsed[SingleRewriteArgs],
             parsed[ModelArgs],
-            parsed[RobotArgs],
+            parsed[RolloutRobotArgs],
             parsed[RolloutArgs],
             parsed.args.save,
             parsed.args.quiet,
@@ -426,7 +427,7 @@ def rollout(argv: list[str]) -> int:
     return run_rollout(
         parsed[RewriteArgs],
         parsed[ModelArgs],
-        parsed[RobotArgs],
+        parsed[RolloutRobotArgs],
         parsed[RolloutArgs],
         parsed[ClosedLoopGateArgs],
         parsed[OutputArgs],

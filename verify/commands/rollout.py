@@ -32,17 +32,26 @@ class RolloutRequest:
     noise: Path | None = None
 
 
-def _environment(plan: RolloutPlan, source: ModelSource, robot: RobotModel):
+def _environment(plan: RolloutPlan, source: ModelSource, robot: RobotModel | None):
     from verify_ate.verify.envs.factory import make_environment
 
     if plan.environment != "demo":
         return make_environment(plan.environment)
-    demo = source.demo if isinstance(source, DemoSource) else demo_files(robot.name)
+    if isinstance(source, DemoSource):
+        demo = source.demo
+    else:
+        assert robot is not None  # the demo world's robot is always resolved (RolloutRobotArgs)
+        demo = demo_files(robot.name)
     return make_environment("demo", demo.profile())
 
 
 def _run_sides(
-    sides: tuple[SideConfig, ...], source: ModelSource, robot: RobotModel, request: RolloutRequest, group, progress
+    sides: tuple[SideConfig, ...],
+    source: ModelSource,
+    robot: RobotModel | None,
+    request: RolloutRequest,
+    group,
+    progress,
 ) -> tuple[RolloutArtifact, ...]:
     """Inputs prepared (rank 0 first under torchrun: a demo trained on first use is trained once), then every
     side's rollouts of this rank's episodes, gathered onto rank 0."""
@@ -103,7 +112,7 @@ def _main_rank_only(group, work) -> int:
 def run_rollout(
     sides: tuple[SideConfig, SideConfig],
     source: ModelSource,
-    robot: RobotModel,
+    robot: RobotModel | None,
     request: RolloutRequest,
     gate: ClosedLoopGate,
     outputs: OutputPaths,
@@ -134,7 +143,12 @@ def run_rollout(
 
 
 def run_rollout_side(
-    side: SideConfig, source: ModelSource, robot: RobotModel, request: RolloutRequest, save: Path, quiet: bool = False
+    side: SideConfig,
+    source: ModelSource,
+    robot: RobotModel | None,
+    request: RolloutRequest,
+    save: Path,
+    quiet: bool = False,
 ) -> int:
     """One side's rollouts saved as a rollout artifact (the two-machine workflow)."""
     check_output_file(save)

@@ -395,8 +395,27 @@ def compare_rollouts(
         and np.all(np.isfinite(under_test.actions))
     )
     checks = closed_loop_checks(divergence, outcomes, gate, finite)
+    if not finite:
+        sides = {"reference": reference, "under test": under_test}
+        where = [
+            f"{name} episode {index} step {_first_nonfinite(artifact.actions[index])}"
+            for name, artifact in sides.items()
+            for index in range(artifact.episodes)
+            if _first_nonfinite(artifact.actions[index]) is not None
+        ]
+        checks[0]["message"] = (
+            "non-finite actions (the episode stopped there): "
+            + ", ".join(where[:6])
+            + (f" and {len(where) - 6} more" if len(where) > 6 else "")
+        )
     summary = rollout_summary(reference, under_test, divergence, outcomes, gate, checks, differences)
     return RolloutComparison(summary, divergence, outcomes)
+
+
+def _first_nonfinite(actions: np.ndarray) -> int | None:
+    """The first step of one episode whose action holds a non-finite value (the episode ended there)."""
+    bad = ~np.all(np.isfinite(actions), axis=-1)
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def _spread(values: np.ndarray) -> dict:
@@ -435,6 +454,10 @@ def rollout_summary(
             "final_distance": float(divergence.distance[index, -1]),
             "max_distance": float(divergence.distance[index].max()),
             "final_rotation": None if final_rotation is None else float(final_rotation[index]),
+            "first_nonfinite_action": {
+                "reference": _first_nonfinite(reference.actions[index]),
+                "under_test": _first_nonfinite(under_test.actions[index]),
+            },
         }
         for index in range(reference.episodes)
     ]

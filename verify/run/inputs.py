@@ -433,7 +433,7 @@ def prepare_inputs_steps(source: ModelSource) -> int:
 
 def prepare_inputs(
     source: ModelSource,
-    robot: RobotModel,
+    robot: RobotModel | None,
     episode: int,
     frame: int,
     noise_path: Path | None,
@@ -441,7 +441,8 @@ def prepare_inputs(
     build_device: str = "cpu",
 ) -> RunInputs:
     """Observation, noise and checkpoint (with its hash) shared by every side of a one-frame run.
-    `build_device`: where a demo model that is saved first is made (the reference side's device).
+    `build_device`: where a demo model that is saved first is made (the reference side's device). `robot`: None
+    for a rollout in an environment without a robot model (its RunInputs then say none).
     Takes `prepare_inputs_steps(source)` progress steps."""
     from verify_ate.noise import load_noise
     from verify_ate.verify.data.observation import load_frames

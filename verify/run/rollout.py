@@ -89,6 +89,18 @@ class _Episode:
         self.ended = bool(result.done)
         self.current = result
 
+    def refuse(self, action: np.ndarray) -> None:
+        """A non-finite action: recorded as it came, never sent to the environment; the episode ends there, a
+        failure, holding its last state (a robot's controller would stop)."""
+        self.actions.append(np.asarray(action, dtype=np.float32))
+        self.states.append(self.states[-1])
+        self.images.append(self.images[-1])
+        self.rewards.append(0.0)
+        self.done.append(True)
+        self.success = False
+        self.steps += 1
+        self.ended = True
+
     def hold(self) -> None:
         """An ended episode's row for a step the other side still takes: the last state, no reward."""
         self.actions.append(self.actions[-1] if self.actions else np.zeros(0, dtype=np.float32))
@@ -272,6 +284,8 @@ def _run_episode(
                 for env, episode, actions in zip(envs, pair, chunks, strict=True):
                     if episode.ended or actions is None:
                         episode.hold()
+                    elif not np.all(np.isfinite(actions[offset])):
+                        episode.refuse(actions[offset])
                     else:
                         episode.record(actions[offset], env.step(actions[offset]))
             taken += count

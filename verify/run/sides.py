@@ -64,7 +64,7 @@ class RunInputs:
     observations: ObservationSet
     noise: FixedNoise | None  # None: seed 0 of the policy's own shape, made once and then shared
     noise_source: str | None  # the noise file's path, for messages
-    robot: RobotModel
+    robot: RobotModel  # (None only in a rollout's inputs, whose environment has no robot model)
     extra_meta: dict = field(default_factory=dict)
 
 
