@@ -25,14 +25,21 @@ FRAMES_SHOWN = 4  # frames per side in the strip, the first divergence among the
 
 @dataclass(frozen=True)
 class RolloutArrays:
-    """What the plots draw: per-episode paths [E, S + 1, 3] (tool centre points, m; or the environment's state,
-    its first three values, padded), per-step divergence [E, S + 1], and one camera's images [E, S + 1, H, W, 3]."""
+    """What the plots draw: per-episode paths [E, S + 1, arms, 3] (every arm's tool centre point, m; or the
+    environment's state, its first three values, padded, as one path), per-step divergence [E, S + 1], and one
+    camera's images [E, S + 1, H, W, 3]."""
 
     reference_paths: np.ndarray
     under_test_paths: np.ndarray
     distance: np.ndarray
     reference_images: np.ndarray
     under_test_images: np.ndarray
+
+
+def _side(meta: dict) -> str:
+    """'cpu float32 !fault' as the verdict names a side."""
+    faults = "".join(f" !{name}" for name in meta.get("faults", []))
+    return f"{meta.get('device')} {meta.get('dtype')}{faults}"
 
 
 def focus_episode(summary: dict) -> int:
@@ -54,6 +61,7 @@ def plot_paths(summary: dict, arrays: RolloutArrays, out_png: Path) -> Path:
     with plt.rc_context(plots.STYLE):
         figure = plt.figure(figsize=(7.5, 6.0))
         axes = figure.add_subplot(projection="3d")
+        arms = arrays.reference_paths.shape[2]
         for episode in range(arrays.reference_paths.shape[0]):
             if episode == focus:
                 continue
@@ -61,24 +69,26 @@ def plot_paths(summary: dict, arrays: RolloutArrays, out_png: Path) -> Path:
                 (arrays.reference_paths, plots.REFERENCE_COLOUR),
                 (arrays.under_test_paths, plots.UNDER_TEST_COLOUR),
             ):
-                path = paths[episode]
-                axes.plot(path[:, 0], path[:, 1], path[:, 2], color=colour, alpha=0.18, linewidth=0.8)
+                for arm in range(arms):
+                    path = paths[episode, :, arm]
+                    axes.plot(path[:, 0], path[:, 1], path[:, 2], color=colour, alpha=0.18, linewidth=0.8)
         for paths, colour, label in (
-            (
-                arrays.reference_paths,
-                plots.REFERENCE_COLOUR,
-                f"reference ({plots.plain_text(summary['ref'].get('device'))})",
-            ),
+            (arrays.reference_paths, plots.REFERENCE_COLOUR, f"reference ({plots.plain_text(_side(summary['ref']))})"),
             (
                 arrays.under_test_paths,
                 plots.UNDER_TEST_COLOUR,
-                f"under test ({plots.plain_text(summary['dut'].get('device'))})",
+                f"under test ({plots.plain_text(_side(summary['dut']))})",
             ),
         ):
-            path = paths[focus]
-            axes.plot(path[:, 0], path[:, 1], path[:, 2], color=colour, linewidth=2.0, label=label)
-            axes.scatter(*path[0], color=colour, marker="o", s=18)
-            axes.scatter(*path[-1], color=colour, marker="x", s=30)
+            for arm in range(arms):
+                path = paths[focus, :, arm]
+                style = ("-", "--", ":", "-.")[arm % 4]
+                axes.plot(
+                    path[:, 0], path[:, 1], path[:, 2], color=colour, linewidth=2.0, linestyle=style,
+                    label=label if arms == 1 else f"{label}, arm {arm + 1}",
+                )  # fmt: skip
+                axes.scatter(*path[0], color=colour, marker="o", s=18)
+                axes.scatter(*path[-1], color=colour, marker="x", s=30)
         axes.set_xlabel(f"x ({unit})")
         axes.set_ylabel(f"y ({unit})")
         axes.set_zlabel(f"z ({unit})")

@@ -6,10 +6,11 @@ robot's dataset units) becomes the next state, each arm's kinematic joints clipp
 gripper as commanded). Reset(seed): the recorded episode `seed mod episodes` of the demo profile gives the first
 state, plus Gaussian noise of `initial_spread` times each joint's motion amplitude (configs/rollout.yaml), drawn
 from NumPy's PCG64 seeded by the seed. The goal: the recorded episode's waypoint, where its tool centre point went
-farthest from where it started (each arm's own; 15 and 17 cm away in the Koch demo's two episodes). Success: at
-some step every arm's tool centre point lies within `goal_tolerance_m` of its waypoint (an arm standing still never
-gets there). Reward: minus the worst arm's distance to its waypoint (m), every step. An episode lasts the recorded
-episode's length less one step; success does not end it, so both sides of a pair take the same steps.
+farthest from where it started (each arm's own; 15 and 17 cm away in the Koch demo's two episodes). Success: every
+arm's tool centre point has come within `goal_tolerance_m` of its waypoint, each at some step of its own (an arm
+standing still never gets there). Reward: minus the worst arm's distance to its waypoint (m), every step. An
+episode lasts the recorded episode's length less one step; success does not end it, so both sides of a pair take
+the same steps.
 
 The images are the dataset's drawings before video encoding: the dataset the demo policy was trained on holds
 them after a lossy AV1 round trip, so the policy sees this world a little sharper than its training frames.
@@ -71,7 +72,7 @@ class DemoWorld:
         self._state: np.ndarray | None = None
         self._goal: np.ndarray | None = None  # [arms, 3]
         self._step = 0
-        self._reached = False
+        self._reached = np.zeros(len(self.robot.arms), dtype=bool)
         self.timings = {"physics_s": 0.0, "render_s": 0.0}  # summed over this copy's steps
 
     def reset(self, seed: int) -> EnvStep:
@@ -82,7 +83,7 @@ class DemoWorld:
         self._state = self._clipped(recorded[0].astype(np.float64) + self.config.initial_spread * spread)
         self._goal = self._waypoints(recorded.astype(np.float64))
         self._step = 0
-        self._reached = False
+        self._reached = np.zeros(len(self.robot.arms), dtype=bool)
         return self._observe(0.0, False)
 
     def step(self, action: np.ndarray) -> EnvStep:
@@ -109,9 +110,9 @@ class DemoWorld:
 
     def _judge(self) -> tuple[float, bool]:
         assert self._state is not None and self._goal is not None
-        distance = float(np.linalg.norm(self._tool_positions(self._state) - self._goal, axis=-1).max())
-        self._reached = self._reached or distance <= self.config.goal_tolerance_m
-        return -distance, self._step >= self.max_steps
+        distances = np.linalg.norm(self._tool_positions(self._state) - self._goal, axis=-1)
+        self._reached |= distances <= self.config.goal_tolerance_m
+        return -float(distances.max()), self._step >= self.max_steps
 
     def _observe(self, reward: float, done: bool) -> EnvStep:
         assert self._state is not None
@@ -133,7 +134,7 @@ class DemoWorld:
         }
         frame["observation.state"] = state
         frame["task"] = self.task
-        success = self._reached
+        success = bool(self._reached.all())
         self.timings["render_s"] += time.perf_counter() - began
         return EnvStep(frame, state, images[self._first_camera], reward, done, success)
 
@@ -166,8 +167,8 @@ class DemoWorld:
             "initial_spread": self.config.initial_spread,
             "goal_tolerance_m": self.config.goal_tolerance_m,
             "success_rule": (
-                f"every tool centre point within {self.config.goal_tolerance_m:g} m of the recorded episode's "
-                f"waypoint (its farthest point from the start) at some step of {self.max_steps}"
+                f"every arm's tool centre point within {self.config.goal_tolerance_m:g} m of its waypoint in the "
+                f"recorded episode (its farthest point from the start), each at some step of {self.max_steps}"
             ),
             "renderer": "verify-ate numpy drawing (no GL)",
             "numpy": numpy.__version__,
