@@ -153,6 +153,14 @@ def test_one_host_rollout_writes_the_report_and_passes_bf16(one_host):
     reference = load_rollout(out / "rollout_ref.npz")
     assert reference.states.shape == (EPISODES, 60, 6) and reference.actions.shape == (EPISODES, 59, 6)
     assert reference.images.shape[:2] == (EPISODES, 60)
+    # The recorded tool poses are the robot model's forward kinematics of the recorded joints.
+    from verify_ate.kinematics import arm_poses, load_robot
+
+    expected = arm_poses(load_robot("koch_v1_1"), reference.states)["arm"].matrix()
+    assert reference.tool_poses.shape == (EPISODES, 60, 1, 4, 4)
+    np.testing.assert_array_equal(reference.tool_poses[:, :, 0], expected)
+    environment = summary["ref"]["environment"]
+    assert environment["tokenizer_sha256"] and environment["processors_sha256"]
     page = (out / "index.html").read_text()
     assert 'id="outcomes"' in page and "McNemar" in page
 
@@ -310,6 +318,7 @@ def test_pusht_through_lerobots_environment_layer_end_to_end(pusht_inputs, tmp_p
     assert {"gym-pusht", "pymunk", "pygame", "lerobot"} <= set(environment["packages"])
     reference = load_rollout(tmp_path / "same" / "rollout_ref.npz")
     assert reference.states.shape == (2, 25, 2) and reference.images.shape == (2, 25, 96, 96, 3)
+    assert reference.tool_poses.shape == (2, 25, 0, 4, 4)  # no robot model: the divergence is the pusher's (px)
     assert summary["ref"]["policy"] == "diffusion"
     # The pusher moved: the policy's actions drove lerobot's environment.
     assert float(np.linalg.norm(reference.states[:, -1] - reference.states[:, 0], axis=-1).min()) > 1.0

@@ -189,17 +189,13 @@ def compare_rollout_files(
 
 
 def tool_paths(artifact: RolloutArtifact) -> np.ndarray:
-    """[E, S + 1, arms, 3] per step: every arm's tool centre point (m), or the environment state's first three
-    values as one path (zeros where it has fewer)."""
-    from verify_ate.kinematics import arm_poses, load_robot
-
-    environment = artifact.meta["environment"]
-    if environment.get("robot") is None:
-        states = artifact.states[..., :3]
-        padded = np.concatenate([states, np.zeros((*states.shape[:-1], 3 - states.shape[-1]))], axis=-1)
-        return padded[..., None, :]
-    poses = arm_poses(load_robot(environment["robot"]), artifact.states, units=environment.get("units"))
-    return np.stack([np.asarray(pose.position) for pose in poses.values()], axis=-2)
+    """[E, S + 1, arms, 3] per step: every arm's recorded tool centre point (m), or the environment state's first
+    three values as one path (zeros where it has fewer)."""
+    if artifact.tool_poses.shape[2] > 0:
+        return artifact.tool_poses[..., :3, 3]
+    states = artifact.states[..., :3]
+    padded = np.concatenate([states, np.zeros((*states.shape[:-1], 3 - states.shape[-1]))], axis=-1)
+    return padded[..., None, :]
 
 
 def nan_if_none(value: float | None) -> float:

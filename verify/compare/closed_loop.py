@@ -340,24 +340,16 @@ def input_differences(ref_meta: dict, dut_meta: dict) -> list[dict]:
 
 
 def divergence_of(reference: RolloutArtifact, under_test: RolloutArtifact, bound: float) -> Divergence:
-    """Per-step divergence of two rollout artifacts: tool poses through the robot model both record, else the
-    distance between the environments' state vectors."""
-    from verify_ate.kinematics import arm_poses, load_robot
+    """Per-step divergence of two rollout artifacts: their recorded tool poses (the worse arm), or without a robot
+    model the distance between the environments' state vectors."""
+    if reference.tool_poses.shape[2] == 0:
+        unit = reference.meta["environment"].get("state_unit", "")
+        return Divergence.of_states(reference.states, under_test.states, bound, unit)
 
-    environment = reference.meta["environment"]
-    robot_name = environment.get("robot")
-    if robot_name is None:
-        return Divergence.of_states(reference.states, under_test.states, bound, environment.get("state_unit", ""))
-    robot = load_robot(robot_name)
-    units = environment.get("units")
-    ref_poses = arm_poses(robot, reference.states, units=units)
-    dut_poses = arm_poses(robot, under_test.states, units=units)
-    per_arm = [Divergence.of_poses(ref_poses[name], dut_poses[name], bound) for name in ref_poses]
-    if len(per_arm) == 1:
-        return per_arm[0]
-    distance = np.max(np.stack([d.distance for d in per_arm]), axis=0)
-    rotation = np.max(np.stack([d.rotation for d in per_arm if d.rotation is not None]), axis=0)
-    return Divergence(distance, rotation, bound, "m")
+    def poses(artifact: RolloutArtifact) -> Poses:
+        return Poses(artifact.tool_poses[..., :3, 3], artifact.tool_poses[..., :3, :3])
+
+    return Divergence.of_poses(poses(reference), poses(under_test), bound)
 
 
 def compare_rollouts(

@@ -3,8 +3,10 @@
 `.npz` (readable with allow_pickle=False, compressed): `states` [E, S + 1, K] (the state at reset and after each
 step: joints in dataset units, or the environment's own state), `actions` [E, S, A] (the actions executed),
 `rewards` [E, S], `done` [E, S], `success` [E], `steps` [E] (steps taken before the episode ended; later rows hold
-the last state), `images` [E, S + 1, H, W, 3] uint8 (one camera), and `meta`, a 0-d string array of JSON
-(docs/files.md: schema, policy, device, dtype, the environment's fingerprint, seeds, noise and checkpoint hashes).
+the last state), `images` [E, S + 1, H, W, 3] uint8 (one camera), `tool_poses` [E, S + 1, arms, 4, 4] (every
+arm's tool centre point through the robot model's forward kinematics; no arms without a robot model), and `meta`,
+a 0-d string array of JSON (docs/files.md: schema, policy, device, dtype, the environment's fingerprint, seeds,
+noise and checkpoint hashes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from verify_ate.reports.atomic import atomic_path
 from verify_ate.verify.errors import InputError
 
 ROLLOUT_SCHEMA = "verify-ate/rollout/v1"
-ARRAYS = ("states", "actions", "rewards", "done", "success", "steps", "images")
+ARRAYS = ("states", "actions", "rewards", "done", "success", "steps", "images", "tool_poses")
 REQUIRED_META = ("schema", "policy", "device", "dtype", "environment", "seeds", "noise_sha256", "checkpoint_sha256")
 
 
@@ -34,6 +36,7 @@ class RolloutArtifact:
     success: np.ndarray
     steps: np.ndarray
     images: np.ndarray
+    tool_poses: np.ndarray  # [E, S + 1, arms, 4, 4]; arms = 0 where the environment has no robot model
     meta: dict = field(default_factory=dict)
     path: Path | None = None
 
@@ -92,6 +95,7 @@ def load_rollout(path: str | Path) -> RolloutArtifact:
         "success": (episodes,),
         "steps": (episodes,),
         "images": (episodes, steps + 1),
+        "tool_poses": (episodes, steps + 1),
     }
     for name, leading in expected.items():
         if arrays[name].shape[: len(leading)] != leading:

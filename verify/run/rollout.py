@@ -181,6 +181,7 @@ def rollouts(
         for runner in runners:
             check_policy_noise(runner.adapter, noise, runner.expected_noise_shape, None)
         n_action_steps = min(plan.n_action_steps, runners[0].chunk_size)
+        fingerprint.update(policy_input_hashes(checkpoint, runners[0], dataset_stats))
         started = time.perf_counter()
         local: list[dict[int, _Episode]] = [{} for _ in sides]
         for index in mine:
@@ -208,8 +209,20 @@ def rollouts(
                 timings=timings.as_dict(),
                 extra={**(extra_meta or {}), **({"ranks": group.world_size} if group.distributed else {})},
             )
-            artifacts.append(_artifact(local[side_index], shapes, owners, group, meta))
+            artifact = _artifact(local[side_index], shapes, owners, group, meta)
+            artifact.tool_poses = tool_poses(artifact.states, probe.robot)
+            artifacts.append(artifact)
     return tuple(artifacts)
+
+
+def tool_poses(states: np.ndarray, robot: Any) -> np.ndarray:
+    """[E, S + 1, arms, 4, 4]: every arm's tool pose at every recorded state (arms = 0 without a robot model)."""
+    if robot is None:
+        return np.zeros((*states.shape[:2], 0, 4, 4))
+    from verify_ate.kinematics import arm_poses
+
+    poses = arm_poses(robot, states, units=robot.dataset_units)
+    return np.stack([pose.matrix() for pose in poses.values()], axis=2)
 
 
 def _row_shapes(first: EnvStep, action_dim: int, max_steps: int) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -240,6 +253,38 @@ def _gathered_timings(timings: Timings, group: Group) -> Timings:
         episodes=int(total[-2]),
         wall_s=float(rows[:, -1].max()),
     )
+
+
+def policy_input_hashes(checkpoint: Any, runner, dataset_stats: dict | None) -> dict:
+    """What turns an observation into the model's input besides the environment, hashed for the fingerprint: the
+    tokenizer files and the processor pipelines of the checkpoint (or, for pipelines built from a dataset's
+    statistics, those statistics), and the decoder of video frames (none: a rollout's frames are rendered)."""
+    import hashlib
+    import json
+
+    def files_sha256(patterns: tuple[str, ...]) -> str | None:
+        if not isinstance(checkpoint, Path):
+            return None
+        files = sorted({path for pattern in patterns for path in checkpoint.glob(pattern) if path.is_file()})
+        if not files:
+            return None
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
+
+    processors = files_sha256(("policy_preprocessor*", "policy_postprocessor*"))
+    if runner.processor_source == "dataset_stats" or processors is None:
+        plain = json.dumps(
+            dataset_stats or {}, sort_keys=True, default=lambda v: getattr(v, "tolist", lambda: str(v))()
+        )
+        processors = "stats:" + hashlib.sha256(plain.encode()).hexdigest()
+    return {
+        "tokenizer_sha256": files_sha256(("tokenizer*", "special_tokens_map.json", "*.model")),
+        "processors_sha256": processors,
+        "video_decoder": "none (frames rendered in memory)",
+    }
 
 
 def environment_facts(env: RolloutEnvironment) -> dict:
@@ -323,7 +368,7 @@ def _artifact(
         arrays = {
             name: np.stack([rows[name][index] for index in order]).astype(dtype) for name, (_, dtype) in shapes.items()
         }
-    return RolloutArtifact(**arrays, meta=meta)
+    return RolloutArtifact(**arrays, tool_poses=np.zeros((*arrays["states"].shape[:2], 0, 4, 4)), meta=meta)
 
 
 def rollout_meta(
