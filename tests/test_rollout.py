@@ -234,7 +234,7 @@ def test_episodes_over_two_torchrun_ranks_equal_one_process_bit_for_bit(demo_cac
     from conftest import REPO_ROOT, run_process
 
     one_thread = {"OMP_NUM_THREADS": "1"}
-    rollout = ["rollout", "--demo", "--cache-dir", str(demo_cache), "--episodes", str(EPISODES)]
+    rollout = ["rollout", "--demo", "--cache-dir", str(demo_cache), "--episodes", "3", "--max-steps", "20"]
     single = run_process(*rollout, "--out", tmp_path / "one", env=one_thread)
     assert single.returncode == 0, single.stderr
     torchrun = Path(sys.executable).parent / "torchrun"
@@ -246,7 +246,7 @@ def test_episodes_over_two_torchrun_ranks_equal_one_process_bit_for_bit(demo_cac
     assert ranked.returncode == 0, ranked.stderr[-3000:]
     assert ranked.stdout.count("PASS") == 1  # only rank 0 prints the verdict
     one, two = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("one", "two"))
-    assert two["ref"]["ranks"] == 2 and two["ref"]["timings"]["episodes"] == EPISODES
+    assert two["ref"]["ranks"] == 2 and two["ref"]["timings"]["episodes"] == 3 and two["steps"] == 20
     for side in ("ref", "dut"):
         alone = load_rollout(tmp_path / "one" / f"rollout_{side}.npz")
         ranks = load_rollout(tmp_path / "two" / f"rollout_{side}.npz")
