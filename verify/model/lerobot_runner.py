@@ -11,6 +11,8 @@ itself, with every random draw pinned, is the adapter's (verify/model/policies/)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import time
 from pathlib import Path
@@ -54,7 +56,7 @@ class LerobotRunner(RunnerBase):
         config = load_policy_config(
             folder, step_overrides(adapter, num_inference_steps), adapter.config_class(), adapter.name
         )
-        adapter.prepare_config(config)
+        adapter.prepare_config(config, folder)
         config.device = str(self.device)
         weights = checkpoint_weights(folder)
         if weights.note:
@@ -62,7 +64,7 @@ class LerobotRunner(RunnerBase):
         self.policy, self.load_report = load_streamed(adapter, config, weights, self.device, dtype, on_bytes)
         self.config = self.policy.config
         self.preprocessor, self.postprocessor, self.processor_source = policy_processors(
-            folder, self.config, self.device, dataset_stats
+            folder, self.config, self.device, dataset_stats, adapter.processor_overrides(self.config)
         )
 
     def _infer(self, batch: dict, noise):
@@ -95,8 +97,8 @@ def load_streamed(
     import torch
 
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), quiet():
-        policy = adapter.policy_class()(config)
+    with torch.random.fork_rng(devices=[]), quiet(), contextlib.redirect_stdout(io.StringIO()):
+        policy = adapter.policy_class()(config)  # SmolVLA prints as it trims its backbone
     state = policy.state_dict()
     where = weights.files[0] if len(weights.files) == 1 else weights.folder
     missing = [key for key in state if key not in weights.tensors]
@@ -139,8 +141,11 @@ def load_streamed(
     return policy.eval(), report
 
 
-def policy_processors(folder: Path, config: Any, device: Any, dataset_stats: dict | None) -> tuple[Any, Any, str]:
-    """lerobot's saved pipelines when the folder has them, else lerobot's factory from dataset statistics."""
+def policy_processors(
+    folder: Path, config: Any, device: Any, dataset_stats: dict | None, overrides: dict | None = None
+) -> tuple[Any, Any, str]:
+    """lerobot's saved pipelines when the folder has them (`overrides`: of their steps, by registry name), else
+    lerobot's factory from dataset statistics."""
     from lerobot.policies.factory import make_pre_post_processors
 
     return saved_or_built(
@@ -149,7 +154,9 @@ def policy_processors(folder: Path, config: Any, device: Any, dataset_stats: dic
         device,
         dataset_stats,
         lambda: make_pre_post_processors(
-            config, pretrained_path=str(folder), preprocessor_overrides={"device_processor": {"device": str(device)}}
+            config,
+            pretrained_path=str(folder),
+            preprocessor_overrides={"device_processor": {"device": str(device)}, **(overrides or {})},
         ),
         lambda stats: make_pre_post_processors(config, dataset_stats=torch_stats(stats)),
     )

@@ -30,6 +30,7 @@ VLM_LAYER_0 = "VLM layer 0"  # trace labels of the modules a fault shows in firs
 ACT_BACKBONE = "ResNet backbone"  # ... and of ACT and Diffusion (verify/upstream/act_diffusion.py)
 DIFFUSION_FIRST_ENCODER = "image encoder 0"
 DIFFUSION_FIRST_UNET_BLOCK = "U-Net down 0.0"
+SMOLVLA_LAYER_0_NORM = "VLM layer 0 input norm"  # (verify/upstream/smolvla.py)
 
 # apply(runner, patches): what a rewrite does beyond attention, every change recorded in `patches`
 Apply = Callable[[Any, Any], None]
@@ -56,12 +57,19 @@ class Rewrite:
     traceable: bool = True
     policies: tuple[str, ...] = ("pi0", "pi05")  # the policy types it applies to (lerobot's config type)
     first_module_by_policy: tuple[tuple[str, str], ...] = ()  # where it differs from `first_module`
+    # The same change in another policy's own code: on that policy, this apply instead of `attention` and `apply`.
+    apply_by_policy: tuple[tuple[str, Apply], ...] = ()
 
     def runs_on(self, device_type: str) -> bool:
         return self.devices is None or device_type in self.devices
 
     def applies_to(self, policy: str) -> bool:
         return policy in self.policies
+
+    def applier(self, policy: str) -> tuple[dict, Apply | None]:
+        """(attention fields, apply) of this rewrite on `policy`."""
+        own = dict(self.apply_by_policy).get(policy)
+        return ({}, own) if own is not None else (self.attention, self.apply)
 
     def expected_module(self, policy: str = "pi0") -> str | None:
         """The trace label its damage shows in first, on `policy`."""
@@ -285,6 +293,17 @@ def ddim_scheduler(runner, patches) -> None:
     patches.set(model, "noise_scheduler", DDIMScheduler.from_config(model.noise_scheduler.config))
 
 
+def _smolvla(name: str) -> Apply:
+    """One of SmolVLA's own faults (verify/upstream/smolvla.py), by function name, imported when applied."""
+
+    def apply(runner, patches) -> None:
+        from verify_ate.verify.upstream import smolvla
+
+        getattr(smolvla, name)(runner.policy, patches)
+
+    return apply
+
+
 def perturb_output(path: str, scale: float, seed: int = 0) -> Apply:
     """A relative perturbation of one module's output: y (1 + scale z), z standard normal (seeded,
     drawn once per output shape, on the CPU so every device gets the same values)."""
@@ -363,9 +382,13 @@ CATALOGUE: dict[str, Rewrite] = {
         Rewrite(
             "rmsnorm-coef",
             FAULT,
-            "Gemma RMSNorm scaled by weight instead of 1 + weight",
+            "RMSNorm with the other model's scale: Gemma's by weight instead of 1 + weight (SmolVLA's Llama norms by "
+            "1 + weight instead of weight)",
             apply=gemma_scale_without_one,
             first_module=VLM_LAYER_0,
+            policies=("pi0", "pi05", "smolvla"),
+            apply_by_policy=(("smolvla", _smolvla("llama_norms_with_one_plus_weight")),),
+            first_module_by_policy=(("smolvla", SMOLVLA_LAYER_0_NORM),),
         ),
         Rewrite(
             "mask-inverted",
@@ -380,6 +403,8 @@ CATALOGUE: dict[str, Rewrite] = {
             "RoPE rotating interleaved pairs instead of halves",
             {"rope": "interleaved"},
             first_module=VLM_LAYER_0,
+            policies=("pi0", "pi05", "smolvla"),
+            apply_by_policy=(("smolvla", _smolvla("rope_on_interleaved_pairs")),),
         ),
         Rewrite(
             "qkv-swap",
@@ -401,6 +426,16 @@ CATALOGUE: dict[str, Rewrite] = {
             "camera images fed as BGR instead of RGB",
             apply=swap_image_channels,
             first_module="vision tower",
+            policies=("pi0", "pi05", "smolvla"),
+            apply_by_policy=(("smolvla", _smolvla("images_as_bgr")),),
+        ),
+        Rewrite(
+            "image-stretched",
+            FAULT,
+            "camera images stretched to the backbone's square size instead of resized with padding",
+            apply=_smolvla("images_stretched"),
+            first_module="vision tower",
+            policies=("smolvla",),
         ),
         Rewrite(
             "state-unnormalized",
@@ -408,7 +443,7 @@ CATALOGUE: dict[str, Rewrite] = {
             "the state fed in dataset units, its normalisation skipped",
             apply=skip_state_normalization,
             first_module="state projection",
-            policies=("pi0",),  # pi0.5 reads the state from its prompt, tokenised before any batch edit
+            policies=("pi0", "smolvla"),  # pi0.5 reads the state from its prompt, tokenised before any batch edit
         ),
         Rewrite(
             "adarms-swapped",
@@ -432,7 +467,7 @@ CATALOGUE: dict[str, Rewrite] = {
             "the device draws its own noise instead of the shared file's (the negative control)",
             apply=draw_own_noise,
             first_module="action in projection",
-            policies=("pi0", "pi05", "diffusion"),
+            policies=("pi0", "pi05", "smolvla", "diffusion"),
             first_module_by_policy=(("diffusion", DIFFUSION_FIRST_UNET_BLOCK),),
         ),
         Rewrite(
@@ -513,7 +548,7 @@ def apply_rewrites(runner, patches, variants: Iterable[str] = (), faults: Iterab
             )
     fields: dict = {}
     for rewrite in chosen:
-        fields.update(rewrite.attention)
+        fields.update(rewrite.applier(policy)[0])
     if fields.get("kv_swapped") and fields.get("qkv", "separate") == "separate":
         fields["qkv"] = "fused"  # a swap happens in a fused weight
     from verify_ate.verify.model.attention import AttentionRecipe, install
@@ -528,5 +563,6 @@ def apply_rewrites(runner, patches, variants: Iterable[str] = (), faults: Iterab
                 if isinstance(module, attention):
                     install(module, recipe, patches)
     for rewrite in chosen:
-        if rewrite.apply is not None:
-            rewrite.apply(runner, patches)
+        apply = rewrite.applier(policy)[1]
+        if apply is not None:
+            apply(runner, patches)

@@ -58,7 +58,7 @@ def step_overrides(adapter: PolicyAdapter, num_inference_steps: int | None) -> l
         return []
     if not adapter.denoises:
         raise InputError(f"--num-inference-steps: {adapter.label} predicts in one forward pass; it has no steps")
-    return [f"--num_inference_steps={int(num_inference_steps)}"]
+    return [f"--{adapter.steps_field}={int(num_inference_steps)}"]
 
 
 def noise_shape_of(checkpoint: Path | SeededCheckpoint, num_inference_steps: int | None = None) -> tuple[int, int, int]:

@@ -173,10 +173,13 @@ def build_tiny_checkpoint(
     return write_checkpoint(out_dir, policy, processors, tokenizer, architecture_of(profile))
 
 
-def write_checkpoint(out_dir: Path, policy, processors: tuple, tokenizer, architecture: dict | None) -> Path:
+def write_checkpoint(
+    out_dir: Path, policy, processors: tuple, tokenizer, architecture: dict | None, finish=None
+) -> Path:
     """A lerobot checkpoint folder at `out_dir`: config and weights (lerobot's save_pretrained), the
-    pre/post-processor pipelines, the tokenizer, and the architecture file of a reduced size.
-    Atomic: staged in a temporary folder beside it, then renamed; an existing `out_dir` is refused."""
+    pre/post-processor pipelines, the tokenizer, and the architecture file of a reduced size; `finish(staging)`
+    adds what else the policy needs. Atomic: staged in a temporary folder beside it, then renamed; an existing
+    `out_dir` is refused."""
     if out_dir.exists():
         raise InputError(f"{out_dir}: already exists; refusing to overwrite a checkpoint folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +193,8 @@ def write_checkpoint(out_dir: Path, policy, processors: tuple, tokenizer, archit
         if architecture is not None:
             text = json.dumps(architecture, indent=2, sort_keys=True) + "\n"
             (staging / ARCHITECTURE_FILE).write_text(text, encoding="utf-8")
+        if finish is not None:
+            finish(staging)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is an ordinary folder

@@ -248,8 +248,31 @@ def train_demo_policy(
     recipe = recipe or load_recipe()
     profile = profile if profile is not None else default_profile(policy_type)
     started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix=".backbone.", dir=out_dir.parent if out_dir.parent.is_dir() else None))
+    try:
+        return _train_and_write(
+            out_dir, load_frames, dataset_stats, dataset_key, recipe, evaluate, profile, policy_type, started, scratch
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_and_write(
+    out_dir: Path,
+    load_frames: Callable[[int], list[dict]],
+    dataset_stats: dict,
+    dataset_key: str,
+    recipe: TrainingRecipe,
+    evaluate: Callable[[Path], dict] | None,
+    profile: dict,
+    policy_type: str,
+    started: float,
+    scratch: Path,
+) -> Path:
     with repeatable_torch(recipe.threads):
-        policy, processors, tokenizer, architecture = _tiny_policy(policy_type, profile, recipe.seed, dataset_stats)
+        policy, processors, tokenizer, architecture, finish = _tiny_policy(
+            policy_type, profile, recipe.seed, dataset_stats, scratch
+        )
         adapter = adapter_for(policy_type)
         frames = load_frames(adapter.training_horizon(policy.config))
         batch = training_batch(frames, processors[0], list(policy.config.image_features))
@@ -273,7 +296,7 @@ def train_demo_policy(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        folder = write_checkpoint(staging / out_dir.name, policy, processors, tokenizer, architecture)
+        folder = write_checkpoint(staging / out_dir.name, policy, processors, tokenizer, architecture, finish=finish)
         if evaluate is not None:
             record["tracking"] = evaluate(folder)
         write_text(folder / TRAINING_FILE, json.dumps(record, indent=2) + "\n")
@@ -291,19 +314,20 @@ def default_profile(policy_type: str) -> dict:
     return load_policy_profile(policy_type)
 
 
-def _tiny_policy(policy_type: str, profile: dict, seed: int, dataset_stats: dict) -> tuple[Any, tuple, Any, Any]:
-    """(policy, processors, tokenizer or None, architecture file or None) of a tiny policy to train."""
+def _tiny_policy(
+    policy_type: str, profile: dict, seed: int, dataset_stats: dict, scratch: Path
+) -> tuple[Any, tuple, Any, Any, Any]:
+    """(policy, processors, tokenizer or None, architecture file or None, what `write_checkpoint` adds or None) of a
+    tiny policy to train; `scratch`: a folder that lives until the checkpoint is written (SmolVLA's backbone)."""
     if policy_type in ("pi0", "pi05"):
         policy = build_tiny_policy(profile, seed=seed, pi05=policy_type == "pi05")
         tokenizer = build_byte_tokenizer()
-        return policy, make_processors(policy.config, dataset_stats, tokenizer), tokenizer, architecture_of(profile)
-    from lerobot.policies.factory import make_pre_post_processors
+        processors = make_processors(policy.config, dataset_stats, tokenizer)
+        return policy, processors, tokenizer, architecture_of(profile), None
+    from verify_ate.verify.model.policies.tiny import tiny_policy_parts
 
-    from verify_ate.verify.model.policies.tiny import build_tiny_policy as build_other
-    from verify_ate.verify.model.processors import torch_stats
-
-    policy = build_other(policy_type, profile, seed)
-    return policy, make_pre_post_processors(policy.config, dataset_stats=torch_stats(dataset_stats)), None, None
+    policy, processors, finish = tiny_policy_parts(policy_type, profile, seed, dataset_stats, scratch)
+    return policy, processors, None, None, finish
 
 
 def plot_loss_curve(losses: list[float], out_png: Path) -> Path:

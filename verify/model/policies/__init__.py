@@ -23,8 +23,10 @@ def _adapters() -> dict[str, PolicyAdapter]:
     from verify_ate.verify.model.policies.diffusion import DiffusionAdapter
     from verify_ate.verify.model.policies.pi0 import Pi0Adapter
     from verify_ate.verify.model.policies.pi05 import Pi05Adapter
+    from verify_ate.verify.model.policies.smolvla import SmolVlaAdapter
 
-    return {adapter.name: adapter for adapter in (Pi0Adapter(), Pi05Adapter(), ActAdapter(), DiffusionAdapter())}
+    adapters = (Pi0Adapter(), Pi05Adapter(), SmolVlaAdapter(), ActAdapter(), DiffusionAdapter())
+    return {adapter.name: adapter for adapter in adapters}
 
 
 def supported_policies() -> tuple[str, ...]:

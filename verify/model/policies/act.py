@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from verify_ate.verify.model.policies.base import PolicyAdapter
@@ -35,7 +36,7 @@ class ActAdapter(PolicyAdapter):
     def chunk_size(self, config: Any) -> int:
         return int(config.chunk_size)
 
-    def prepare_config(self, config: Any) -> None:
+    def prepare_config(self, config: Any, folder: Path | None = None) -> None:
         from verify_ate.verify.upstream.act_diffusion import offline_backbone
 
         offline_backbone(config)

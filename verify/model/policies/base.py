@@ -9,6 +9,7 @@ differ: the offline config, the model batch, and the pinned call.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 
@@ -21,6 +22,7 @@ class PolicyAdapter:
     randomness: ClassVar[str]
     takes_noise: ClassVar[bool] = True  # False: deterministic at inference, a noise file is refused
     denoises: ClassVar[bool] = True  # predicts in denoising steps (--num-inference-steps applies)
+    steps_field: ClassVar[str] = "num_inference_steps"  # the config field --num-inference-steps sets
     needs_tokenizer: ClassVar[bool] = False  # the checkpoint folder must hold a tokenizer
     # Which runner loads it (verify/model/runners.py): "pi0" (Pi0Runner: lerobot's PaliGemma policies, built on the
     # meta device and streamed) or "lerobot" (LerobotRunner, which calls back into the adapter).
@@ -54,8 +56,13 @@ class PolicyAdapter:
 
     # ------------------------------------------------------------ running (LerobotRunner)
 
-    def prepare_config(self, config: Any) -> None:
-        """Make a parsed config buildable offline before the policy is built (its weights come from the file)."""
+    def prepare_config(self, config: Any, folder: Path | None = None) -> None:
+        """Make a parsed config buildable offline before the policy is built (its weights come from the file);
+        `folder`: the checkpoint folder it was read from."""
+
+    def processor_overrides(self, config: Any) -> dict:
+        """lerobot's overrides of the saved pre-processor's steps when it is loaded (by step registry name)."""
+        return {}
 
     def model_batch(self, batch: dict, config: Any) -> dict:
         """The preprocessed batch as the policy's `predict_action_chunk` takes it."""

@@ -4,6 +4,7 @@ noise from a CPU generator the noise file seeds, so two devices see the same dra
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ class DiffusionAdapter(PolicyAdapter):
     def num_inference_steps(self, config: Any) -> int | None:
         return int(config.num_inference_steps or config.num_train_timesteps)
 
-    def prepare_config(self, config: Any) -> None:
+    def prepare_config(self, config: Any, folder: Path | None = None) -> None:
         from verify_ate.verify.upstream.act_diffusion import offline_backbone
 
         offline_backbone(config)

@@ -4,6 +4,12 @@ the pre/post-processor pipelines lerobot's factory builds from dataset statistic
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from verify_ate.verify.configs import CONFIGS_DIR, read_yaml
@@ -28,8 +34,9 @@ def load_policy_profile(policy_type: str) -> dict:
     return profile
 
 
-def build_tiny_policy(policy_type: str, profile: dict, seed: int = 0):
-    """lerobot's policy of `policy_type` at the profile's sizes, weights from torch's init under `seed`."""
+def build_tiny_policy(policy_type: str, profile: dict, seed: int = 0, backbone: Path | None = None):
+    """lerobot's policy of `policy_type` at the profile's sizes, weights from torch's init under `seed`
+    (`backbone`: SmolVLA's backbone folder)."""
     import torch
 
     if policy_type in ("pi0", "pi05"):
@@ -37,8 +44,8 @@ def build_tiny_policy(policy_type: str, profile: dict, seed: int = 0):
 
         return build_tiny_pi0(profile, seed=seed, pi05=policy_type == "pi05")
     adapter = adapter_for(policy_type)
-    config = adapter.tiny_config(profile)
-    with torch.random.fork_rng(devices=[]):
+    config = adapter.tiny_config(profile, vlm=backbone) if backbone is not None else adapter.tiny_config(profile)
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(io.StringIO()):
         torch.manual_seed(seed)
         policy = adapter.policy_class()(config)
     return policy.eval()
@@ -52,14 +59,43 @@ def build_tiny_policy_checkpoint(
         from verify_ate.verify.model.tiny import build_tiny_checkpoint
 
         return build_tiny_checkpoint(out_dir, dataset_stats, seed=seed, pi05=policy_type == "pi05")
-    from lerobot.policies.factory import make_pre_post_processors
-
-    from verify_ate.verify.model.processors import torch_stats
     from verify_ate.verify.model.tiny import write_checkpoint
 
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise InputError(f"{out_dir}: already exists; refusing to overwrite a checkpoint folder")
-    policy = build_tiny_policy(policy_type, profile if profile is not None else load_policy_profile(policy_type), seed)
+    profile = profile if profile is not None else load_policy_profile(policy_type)
+    with tempfile.TemporaryDirectory() as scratch:
+        policy, processors, finish = tiny_policy_parts(policy_type, profile, seed, dataset_stats, Path(scratch))
+        return write_checkpoint(out_dir, policy, processors, None, None, finish=finish)
+
+
+def tiny_policy_parts(policy_type: str, profile: dict, seed: int, dataset_stats: dict, scratch: Path):
+    """(policy, its processors from `dataset_stats`, what `write_checkpoint` must add or None) of a tiny policy other
+    than pi0's. SmolVLA's backbone folder is made first in `scratch` (lerobot builds SmolVLA from it), which must
+    live until the checkpoint is written."""
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from verify_ate.verify.model.processors import torch_stats
+
+    backbone = finish = None
+    if policy_type == "smolvla":
+        from verify_ate.verify.upstream.smolvla import TINY_VLM_FOLDER, write_tiny_smolvlm
+
+        backbone = write_tiny_smolvlm(scratch / TINY_VLM_FOLDER, profile["vlm"], profile["prompts"])
+        finish = functools.partial(carry_backbone, backbone=backbone)
+    policy = build_tiny_policy(policy_type, profile, seed, backbone)
     processors = make_pre_post_processors(policy.config, dataset_stats=torch_stats(dataset_stats))
-    return write_checkpoint(out_dir, policy, processors, None, None)
+    return policy, processors, finish
+
+
+def carry_backbone(staging: Path, backbone: Path) -> None:
+    """A tiny SmolVLA checkpoint carries its backbone folder and names it relatively (config.json vlm_model_name,
+    the pre-processor's tokenizer), so the folder can be moved (verify/upstream/smolvla.py resolves it)."""
+    from verify_ate.verify.upstream.smolvla import TINY_VLM_FOLDER
+
+    shutil.copytree(backbone, staging / TINY_VLM_FOLDER)
+    for path in [staging / "config.json", *staging.glob("policy_preprocessor*.json")]:
+        path.write_text(
+            path.read_text(encoding="utf-8").replace(json.dumps(str(backbone)), json.dumps(TINY_VLM_FOLDER))
+        )
