@@ -278,3 +278,16 @@ def test_smolvla_demo_selftest_catches_every_fault_where_injected(demo_cache, tm
     for case in ran.values():
         assert case["ok"] and case["calibrated_pass"] is False, case
         assert case["first_module"] == case["expected_module"], case
+
+
+def test_a_diffusion_frame_draws_the_same_step_noise_alone_as_in_a_batch(policy_checkpoints, demo_dataset):
+    """Every frame's scheduler draws come from its own generator: a frame's actions do not depend on the frames
+    batched with it (with one generator for the batch, frame 0's draws after the first step were another frame's)."""
+    from verify_ate.noise import make_noise
+
+    frames = load_frames(demo_dataset, 0, [0, 20, 40]).frames
+    with runner_for(policy_checkpoints["diffusion"]) as runner:
+        noise = make_noise(0, runner.expected_noise_shape)
+        batched = runner.predict(frames, noise)
+        alone = np.concatenate([runner.predict([frame], noise) for frame in frames])
+    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-3)  # batched kernels round differently

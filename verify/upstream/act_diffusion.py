@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from verify_ate.verify.upstream.patching import thread_scoped
@@ -30,17 +30,22 @@ def offline_backbone(config: Any) -> None:
 
 
 @contextlib.contextmanager
-def pinned_scheduler_noise(seed: int) -> Iterator[None]:
-    """Within the block (this thread), every draw of a DDPM or DDIM scheduler step comes from a float32 CPU
-    generator seeded with `seed`, whatever the device, the dtype and the global RNG state."""
+def pinned_scheduler_noise(seeds: Sequence[int]) -> Iterator[None]:
+    """Within the block (this thread), every draw of a DDPM or DDIM scheduler step (diffusers' `randn_tensor`, called
+    with no generator by lerobot v0.6.1's conditional_sample) comes from float32 CPU generators, one per batch row
+    seeded with `seeds[row]`, whatever the device, the dtype, the global RNG state and the other rows of the batch: a
+    frame's draws are the same alone as in any batch."""
     import torch
     from diffusers.schedulers import scheduling_ddim, scheduling_ddpm
 
-    pinned = torch.Generator(device="cpu").manual_seed(int(seed))
+    pinned = [torch.Generator(device="cpu").manual_seed(int(seed)) for seed in seeds]
 
     def randn_tensor(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, **_: Any) -> Any:
-        values = torch.randn(tuple(shape), generator=pinned, dtype=torch.float32)  # the caller's generator: none
-        return values.to(device=device, dtype=dtype)
+        shape = tuple(shape)
+        if shape[0] != len(pinned):
+            raise RuntimeError(f"a scheduler drew noise of shape {list(shape)} for a batch of {len(pinned)}")
+        rows = [torch.randn(shape[1:], generator=row, dtype=torch.float32) for row in pinned]
+        return torch.stack(rows).to(device=device, dtype=dtype)
 
     with contextlib.ExitStack() as stack:
         for module in (scheduling_ddpm, scheduling_ddim):

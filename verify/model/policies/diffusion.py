@@ -27,8 +27,9 @@ class DiffusionAdapter(PolicyAdapter):
     label = "Diffusion Policy"
     randomness = (
         "the initial sample [1, horizon, action_dim] from the noise file (predict_action_chunk(noise=...)); every "
-        "DDPM scheduler step's variance noise from one CPU torch.Generator seeded by the noise values' sha256, bound "
-        "to lerobot's conditional_sample, so no draw comes from a device's own generator"
+        "DDPM scheduler step's variance noise from a CPU torch.Generator per frame seeded by the sha256 of that "
+        "frame's noise values, bound to lerobot's conditional_sample, so no draw comes from a device's own generator "
+        "or depends on the other frames of a batch"
     )
 
     def config_class(self) -> Any:
@@ -72,7 +73,8 @@ class DiffusionAdapter(PolicyAdapter):
         from verify_ate.verify.upstream.act_diffusion import pinned_scheduler_noise
 
         weights_dtype = next(policy.parameters()).dtype
-        with pinned_scheduler_noise(step_noise_seed(noise)):  # seeded from the float32 values
+        seeds = [step_noise_seed(row) for row in noise]  # each frame's from its own float32 values
+        with pinned_scheduler_noise(seeds):
             return policy.predict_action_chunk(batch, noise=noise.to(weights_dtype))
 
     @property
