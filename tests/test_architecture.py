@@ -14,6 +14,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
@@ -211,6 +212,28 @@ def test_argparse_lives_in_the_command_line_only():
     assert users == []
 
 
+def _rollout_artifact(rng, offset: float):
+    """A small rollout artifact of an environment without a robot model (two episodes, three steps), made here."""
+    from verify_ate.verify.compare.rollout_artifact import ROLLOUT_SCHEMA, RolloutArtifact
+
+    meta = {
+        "schema": ROLLOUT_SCHEMA, "policy": "act", "device": "cpu", "dtype": "float32", "seeds": [0, 1],
+        "environment": {"env": "pusht", "robot": None, "state_unit": "px"}, "noise_sha256": "0" * 64,
+        "checkpoint_sha256": "1" * 64, "n_action_steps": 2,
+    }  # fmt: skip
+    return RolloutArtifact(
+        states=rng.normal(size=(2, 4, 2)) + offset,
+        actions=rng.normal(size=(2, 3, 2)).astype(np.float32),
+        rewards=np.zeros((2, 3)),
+        done=np.zeros((2, 3), dtype=bool),
+        success=np.array([True, False]),
+        steps=np.array([3, 3]),
+        images=np.zeros((2, 4, 8, 8, 3), dtype=np.uint8),
+        tool_poses=np.zeros((2, 4, 0, 4, 4)),
+        meta=meta,
+    )
+
+
 @pytest.fixture
 def model_free_commands(tmp_path, rng):
     """Real runs of the three commands that need no model, on files made here."""
@@ -218,13 +241,24 @@ def model_free_commands(tmp_path, rng):
     from conftest import koch_actions, make_artifact
 
     from verify_ate.verify.compare.artifact import save_artifact
+    from verify_ate.verify.compare.rollout_artifact import save_rollout
 
     actions = koch_actions(rng, n=1)
     save_artifact(make_artifact(actions), tmp_path / "ref.npz")
     save_artifact(make_artifact(actions + 0.1), tmp_path / "dut.npz")
     names = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
     pd.DataFrame(actions[0], columns=names).to_csv(tmp_path / "joints.csv", index=False)
+    for side, offset in (("ref", 0.0), ("dut", 0.5)):
+        save_rollout(_rollout_artifact(rng, offset), tmp_path / f"rollout_{side}.npz")
     return {
+        "rollout compare": [
+            "rollout",
+            "compare",
+            tmp_path / "rollout_ref.npz",
+            tmp_path / "rollout_dut.npz",
+            "--out",
+            tmp_path / "closed_loop",
+        ],
         "compare": ["compare", tmp_path / "ref.npz", tmp_path / "dut.npz", "--out", tmp_path / "report"],
         "noise": ["noise", "make", "--seed", "0", "--out", tmp_path / "noise.safetensors"],
         "fk": [
@@ -239,10 +273,10 @@ def model_free_commands(tmp_path, rng):
     }
 
 
-@pytest.mark.parametrize("command", ["compare", "noise", "fk"])
+@pytest.mark.parametrize("command", ["compare", "noise", "fk", "rollout compare"])
 def test_commands_without_a_model_import_neither_torch_nor_lerobot(model_free_commands, command):
-    """A CI gate job installs only the core dependencies: `compare`, `noise` and `fk` must need neither torch nor
-    the dataset reader (pyarrow, which pandas may load on its own when it is there)."""
+    """A CI gate job installs only the core dependencies: `compare`, `noise`, `fk` and `rollout compare` must need
+    neither torch nor the dataset reader (pyarrow, which pandas may load on its own when it is there)."""
     argv = [str(part) for part in model_free_commands[command]]
     heavy = ("torch", "lerobot", "transformers", "verify_ate.verify.data.observation", "verify_ate.verify.upstream")
     probe = (
