@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = Path(__file__).resolve().parent / "data"
 KOCH_MJCF = REPO_ROOT / "kinematics" / "models" / "koch_v1_1.xml"  # the Koch follower MJCF, meshes stripped
 CONSOLE_SCRIPT = Path(sys.executable).parent / "verify-ate"
-TEST_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+# MUJOCO_GL: MuJoCo renders headless on the CPU (ALOHA's camera in tests/test_rollout.py), whoever imports it first.
+TEST_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "MUJOCO_GL": "egl"}
 os.environ.update(TEST_ENVIRONMENT)  # before anything imports matplotlib or the hub client
 
 

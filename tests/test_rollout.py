@@ -326,3 +326,45 @@ def test_pusht_through_lerobots_environment_layer_end_to_end(pusht_inputs, tmp_p
     bf16 = run_cli(*common, "--dut-dtype", "bfloat16", "--json", tmp_path / "bf16.json")
     assert bf16.returncode == 0, bf16.stderr
     assert json.loads((tmp_path / "bf16.json").read_text())["divergence"]["final"]["max"] > 0.0
+
+
+def test_aloha_through_lerobots_environment_layer_measures_both_arms_tool_points(tmp_path):
+    """gym-aloha's insertion task as lerobot builds it (MuJoCo rendering headless on the CPU), driven by a tiny
+    seeded ACT for its 14 joints and 480x640 camera: the divergence is between both arms' tool centre points through
+    the ALOHA robot model, and a side against itself does not diverge."""
+    from verify_ate.kinematics import arm_poses, load_robot
+    from verify_ate.verify.compare.closed_loop import ClosedLoopGate, compare_rollouts
+    from verify_ate.verify.envs.factory import make_environment
+    from verify_ate.verify.model.policies.tiny import build_tiny_policy_checkpoint, load_policy_profile
+    from verify_ate.verify.run.rollout import RolloutPlan, rollouts
+    from verify_ate.verify.run.sides import SideConfig
+
+    width = 14
+    stats = {
+        key: {"mean": np.zeros(width), "std": np.ones(width), "min": -np.ones(width), "max": np.ones(width)}
+        for key in ("observation.state", "action")
+    }
+    stats["observation.images.top"] = {
+        name: np.full((3, 1, 1), value) for name, value in (("mean", 0.5), ("std", 0.25), ("min", 0.0), ("max", 1.0))
+    }
+    profile = load_policy_profile("act")
+    profile["features"] = {
+        "cameras": {"observation.images.top": [3, 480, 640]},
+        "state_dim": width,
+        "action_dim": width,
+    }
+    checkpoint = build_tiny_policy_checkpoint("act", tmp_path / "act_aloha", stats, profile=profile)
+    make_env = make_environment("aloha")
+    plan = RolloutPlan("aloha", episodes=1, seed=0, n_action_steps=2, max_steps=4)
+    sides = (SideConfig("cpu", iters=0), SideConfig("cpu", iters=0))
+    reference, under_test = rollouts(sides, checkpoint, stats, make_env, plan, None, "0" * 64)
+    assert reference.meta["environment"]["gym_id"] == "gym_aloha/AlohaInsertion-v0"
+    assert reference.meta["environment"]["robot"] == "aloha" and reference.meta["environment"]["MUJOCO_GL"] == "egl"
+    assert reference.states.shape == (1, 5, width) and reference.images.shape == (1, 5, 480, 640, 3)
+    assert reference.tool_poses.shape == (1, 5, 2, 4, 4)
+    expected = arm_poses(load_robot("aloha"), reference.states)
+    np.testing.assert_array_equal(reference.tool_poses[:, :, 1], expected["right"].matrix())
+    assert float(np.abs(reference.states[0, -1] - reference.states[0, 0]).max()) > 1e-3  # the policy moved the arms
+    comparison = compare_rollouts(reference, under_test, ClosedLoopGate(max_divergence=0.0))
+    assert comparison.divergence.unit == "m" and comparison.passed
+    assert comparison.summary["divergence"]["final"]["max"] == 0.0

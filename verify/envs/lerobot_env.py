@@ -80,6 +80,8 @@ class LerobotEnvironment:
         self._vector = self._make()
 
     def _make(self):
+        if self._settings.get("mujoco_gl"):  # read when MuJoCo first makes a context: before the environment
+            os.environ.setdefault("MUJOCO_GL", str(self._settings["mujoco_gl"]))
         from lerobot.envs.factory import make_env
 
         quiet = io.StringIO()  # lerobot prints "gym id ... not found, attempting to import" on first use
