@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,17 +17,23 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yields a temporary path in the target's folder; renamed onto `target` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    # mkstemp makes 0600 files; a report folder is meant to be served and shared like any other output.
-    os.chmod(temporary, 0o666 & ~_umask())
+    # Named before it is made, so that an interrupt landing anywhere after this line finds it to remove (one landing
+    # inside mkstemp, between the file's creation and its return, left it behind).
+    temporary = _sibling(target, "partial")
     try:
-        yield Path(temporary)
+        # Created with the umask's permissions, as any other output: a report folder is meant to be shared.
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        yield temporary
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _sibling(target: Path, suffix: str) -> Path:
+    """A new hidden name beside `target`: .<name>.<random>.<suffix>."""
+    return target.parent / f".{target.name}.{secrets.token_hex(6)}.{suffix}"
 
 
 def _umask() -> int:
@@ -63,16 +69,17 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    # Both names first: an interrupt landing anywhere after them finds what there is to remove.
+    staging, aside = _sibling(target, "partial"), _sibling(target, "old")
     try:
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a report is meant to be shared
+        os.mkdir(staging)  # with the umask's permissions: a report is meant to be shared
         yield staging
         moved = None
         lock = os.open(target.parent, os.O_RDONLY)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if target.exists() or target.is_symlink():
-                aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                os.mkdir(aside)
                 moved = aside / target.name
                 os.rename(target, moved)
             os.rename(staging, target)
@@ -83,8 +90,9 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
             os.close(lock)
-        if moved is not None:
-            shutil.rmtree(moved.parent, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if target.exists() or target.is_symlink():  # the old folder, if it was moved aside, is no longer needed
+            shutil.rmtree(aside, ignore_errors=True)
         raise
