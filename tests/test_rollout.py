@@ -221,6 +221,8 @@ def test_bad_rollout_inputs_are_one_line_exit_2(demo_cache, tmp_path):
     assert result.returncode == 2 and "--env" in result.stderr
     result = run_cli("rollout", "--demo", "--cache-dir", demo_cache, "--max-disagreement", "1.5")
     assert result.returncode == 2 and "--max-disagreement" in result.stderr
+    result = run_cli("rollout", "--demo", "--cache-dir", demo_cache, "--env", "pusht", "--robot", "so101")
+    assert result.returncode == 2 and "--env pusht brings its own robot model" in result.stderr
 
 
 @pytest.mark.slow

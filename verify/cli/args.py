@@ -911,12 +911,18 @@ class RolloutArgs(ArgGroup):
 
 class RolloutRobotArgs(RobotArgs):
     """--robot/--robot-units/--robot-calibration of `rollout`: the demo world's robot (whose demo it is); lerobot's
-    environments bring their own robot model or none (configs/rollout.yaml), so there it is None unless named."""
+    environments bring their own robot model or none (configs/rollout.yaml), so there it is None and may not be
+    named."""
 
     def parse(self, args: argparse.Namespace, parsed: Parsed) -> RobotModel | None:  # type: ignore[override]
-        if args.env != "demo" and not args.robot:
-            return None
-        return super().parse(args, parsed)
+        if args.env == "demo":
+            return super().parse(args, parsed)
+        if args.robot or args.robot_units or args.robot_calibration:
+            raise InputError(
+                f"--robot chooses the demo world's robot; --env {args.env} brings its own robot model or none "
+                "(configs/rollout.yaml)"
+            )
+        return None
 
 
 class ClosedLoopGateArgs(ArgGroup):
