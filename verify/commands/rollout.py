@@ -17,6 +17,7 @@ from verify_ate.verify.compare.rollout_artifact import RolloutArtifact, load_rol
 from verify_ate.verify.errors import EXIT_GATE_FAILED, EXIT_PASS, InputError
 from verify_ate.verify.progress import Progress
 from verify_ate.verify.publish import OutputPaths, check_output_file, output_lines
+from verify_ate.verify.run.distributed import on_ranks
 from verify_ate.verify.run.inputs import DemoSource, ModelSource, demo_files, prepare_inputs, prepare_inputs_steps
 from verify_ate.verify.run.rollout import RolloutPlan, rollouts, rollouts_steps
 from verify_ate.verify.run.sides import SideConfig
@@ -58,18 +59,12 @@ def _run_sides(
     from verify_ate.verify.model.devices import resolve_device
     from verify_ate.verify.run.distributed import rank_device
 
-    inputs = None
-    for turn in (True,) if not group.distributed else (True, False):
-        error = None
-        if group.is_main == turn:
-            try:
-                for side in sides:
-                    resolve_device(rank_device(side.device, group.local_rank, group.world_size))
-                inputs = prepare_inputs(source, robot, 0, 0, request.noise, progress, sides[0].device)
-            except Exception as caught:  # agreed on below, re-raised on this rank
-                error = caught
-        group.agree(error)
-    assert inputs is not None
+    def prepare():
+        for side in sides:
+            resolve_device(rank_device(side.device, group.local_rank, group.world_size))
+        return prepare_inputs(source, robot, 0, 0, request.noise, progress, sides[0].device)
+
+    inputs = group.main_first(prepare)
     progress.total = prepare_inputs_steps(source) + rollouts_steps(request.plan, len(sides), group) + 2
     return rollouts(
         sides,
@@ -83,30 +78,6 @@ def _run_sides(
         inputs.extra_meta,
         group,
     )
-
-
-def _on_ranks(sides: tuple[SideConfig, ...], work) -> int:
-    """`work(group)` on this process (or every torchrun rank); returns the exit code every rank agrees on."""
-    from verify_ate.verify.run.distributed import start_group
-
-    group = start_group([side.device for side in sides])
-    try:
-        group.agree(group.startup_error)
-        return work(group)
-    finally:
-        group.close()
-
-
-def _main_rank_only(group, work) -> int:
-    """`work()` (publishing) on rank 0, its exit code or error agreed on by every rank."""
-    code, error = EXIT_PASS, None
-    if group.is_main:
-        try:
-            code = work()
-        except Exception as caught:  # agreed on by every rank
-            error = caught
-    group.agree(error)
-    return group.broadcast_int(code)
 
 
 def run_rollout(
@@ -135,11 +106,11 @@ def run_rollout(
                 publish_rollout(comparison, reference, under_test, outputs, stream=verdict, save_artifacts=True)
                 return EXIT_PASS if comparison.passed else EXIT_GATE_FAILED
 
-            code = _main_rank_only(group, judge)
+            code = group.main_only(judge)
         print(verdict.getvalue(), end="")
         return code
 
-    return _on_ranks(sides, work)
+    return on_ranks([side.device for side in sides], work)
 
 
 def run_rollout_side(
@@ -168,9 +139,9 @@ def run_rollout_side(
             )
             return EXIT_PASS
 
-        return _main_rank_only(group, write)
+        return group.main_only(write)
 
-    return _on_ranks((side,), work)
+    return on_ranks([side.device], work)
 
 
 def compare_rollout_files(

@@ -43,52 +43,40 @@ def run_sweep_command(
     quiet: bool = False,
 ) -> int:
     """The whole sweep on this rank (or alone); returns the exit code every rank agrees on."""
-    from verify_ate.verify.run.distributed import start_group
+    from verify_ate.verify.run.distributed import on_ranks
 
-    group = start_group([side.device for side in sides])
-    try:
-        group.agree(group.startup_error)
-        return _sweep(sides, source, selection, robot, gate, outputs, trace, report, quiet, group)
-    finally:
-        group.close()
+    return on_ranks(
+        [side.device for side in sides],
+        lambda group: _sweep(sides, source, selection, robot, gate, outputs, trace, report, quiet, group),
+    )
 
 
 def _sweep(sides, source, selection, robot, gate, outputs, trace, report, quiet, group) -> int:
     quiet = quiet or not group.is_main
     verdict = io.StringIO()  # printed after the progress display has closed
     with Progress(total=None, quiet=quiet) as progress:
-        request = None
         # Rank 0 prepares first (the demo writes its dataset and checkpoint once), then the others.
-        for turn in (True,) if not group.distributed else (True, False):
-            error = None
-            if group.is_main == turn:
-                try:
-                    request = prepare_sweep(sides, source, selection, robot, gate, report.frame_stat, group, progress)
-                except Exception as caught:  # agreed on below, re-raised on this rank
-                    error = caught
-            group.agree(error)
-        assert request is not None
+        request = group.main_first(
+            lambda: prepare_sweep(sides, source, selection, robot, gate, report.frame_stat, group, progress)
+        )
         progress.total = prepare_sweep_steps(source) + _passes_steps(request, group) + COMPARE_STEPS + PUBLISH_STEPS
         outcome = run_sweep(request, group, progress)
-        code, error = EXIT_PASS, None
-        if group.is_main:
-            try:
-                traced = trace_worst_unit(request, outcome, trace, progress) if trace.wanted(outcome.passed) else None
-                progress.step("writing the report")
-                publish(
-                    outcome.result,
-                    outputs,
-                    sweep=outcome,
-                    worst_count=report.worst_frames,
-                    save_artifacts=True,
-                    trace=traced,
-                    stream=verdict,
-                )
-                code = EXIT_PASS if outcome.passed else EXIT_GATE_FAILED
-            except Exception as caught:  # agreed on by every rank
-                error = caught
-        group.agree(error)
-        code = group.broadcast_int(code)
+
+        def judge() -> int:
+            traced = trace_worst_unit(request, outcome, trace, progress) if trace.wanted(outcome.passed) else None
+            progress.step("writing the report")
+            publish(
+                outcome.result,
+                outputs,
+                sweep=outcome,
+                worst_count=report.worst_frames,
+                save_artifacts=True,
+                trace=traced,
+                stream=verdict,
+            )
+            return EXIT_PASS if outcome.passed else EXIT_GATE_FAILED
+
+        code = group.main_only(judge)
     print(verdict.getvalue(), end="")
     return code
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from verify_ate.verify.errors import EXIT_BAD_INPUT, DeviceUnavailableError, InputError, exit_code
+from verify_ate.verify.errors import EXIT_BAD_INPUT, EXIT_PASS, DeviceUnavailableError, InputError, exit_code
 
 MESSAGE_BYTES = 1024  # one failure message per rank travels in a fixed-size byte row
 
@@ -146,6 +148,31 @@ class Group:
         kind = InputError if code == EXIT_BAD_INPUT else DeviceUnavailableError
         raise kind(f"rank {rank} of {self.world_size} failed: {peer}")
 
+    def main_first(self, work: Callable[[], Any]) -> Any:
+        """`work()` on rank 0, then on the other ranks (what it writes once, a demo's dataset and checkpoint, is
+        there when they start); a failure on any rank is agreed on by all (`agree`)."""
+        result = None
+        for turn in (True,) if not self.distributed else (True, False):
+            error = None
+            if self.is_main == turn:
+                try:
+                    result = work()
+                except Exception as caught:  # agreed on below, re-raised on this rank
+                    error = caught
+            self.agree(error)
+        return result
+
+    def main_only(self, work: Callable[[], int]) -> int:
+        """`work()` (judging, publishing) on rank 0; its exit code, or its error, is every rank's."""
+        code, error = EXIT_PASS, None
+        if self.is_main:
+            try:
+                code = work()
+            except Exception as caught:  # agreed on by every rank
+                error = caught
+        self.agree(error)
+        return self.broadcast_int(code)
+
     def broadcast_int(self, value: int) -> int:
         """Rank 0's value on every rank (the exit code)."""
         if not self.distributed:
@@ -215,6 +242,17 @@ class Group:
                 except Exception:  # a peer that is already gone cannot be waited for
                     pass
                 dist.destroy_process_group()
+
+
+def on_ranks(device_specs, work: Callable[[Group], int]) -> int:
+    """`work(group)` in this process, or on every torchrun rank, the group started before and closed after (its
+    startup error agreed on first); returns the exit code."""
+    group = start_group(device_specs)
+    try:
+        group.agree(group.startup_error)
+        return work(group)
+    finally:
+        group.close()
 
 
 def start_group(device_specs) -> Group:
