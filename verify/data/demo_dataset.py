@@ -436,6 +436,21 @@ def _quiet_writer():
             datasets.enable_progress_bars()
 
 
+def camera_images(
+    profile: DemoProfile, tcp: np.ndarray, state: np.ndarray, grippers: list[int | None]
+) -> dict[str, np.ndarray]:
+    """Every camera's image [H, W, 3] of one state (dataset units) whose arms' tool centre points are `tcp`
+    [arms, 3]; `grippers`: where each arm's gripper sits in the state (`gripper_index`), None for none."""
+    opening = [
+        float(np.clip(float(state[index]) / profile.gripper_open, 0.0, 1.0)) if index is not None else 0.0
+        for index in grippers
+    ]
+    return {
+        key: draw_view(view, tcp, opening, profile.height, profile.width, profile.scene)
+        for key, view in profile.cameras.items()
+    }
+
+
 def gripper_index(robot: RobotModel, arm: Arm) -> int | None:
     """Where the arm's gripper value sits in a dataset vector: the one its robot config names, else a joint
     called gripper (one arm) or <arm>_gripper; None when the arm has none."""
@@ -465,16 +480,7 @@ def _write_with_lerobot(root: Path, profile: DemoProfile) -> None:
                 poses = arm_poses(robot, state.astype(np.float64), units=profile.units)
                 tcp = np.stack([np.asarray(arm.position) for arm in poses.values()], axis=1)  # [frames, arms, 3]
                 for frame in range(profile.frames_per_episode):
-                    opening = [
-                        float(np.clip(float(state[frame, index]) / profile.gripper_open, 0.0, 1.0))
-                        if index is not None
-                        else 0.0
-                        for index in grippers
-                    ]
-                    item = {
-                        key: draw_view(view, tcp[frame], opening, profile.height, profile.width, profile.scene)
-                        for key, view in profile.cameras.items()
-                    }
+                    item: dict = camera_images(profile, tcp[frame], state[frame], grippers)
                     item["observation.state"] = state[frame]
                     item["action"] = action[frame]
                     item["task"] = profile.task

@@ -29,7 +29,7 @@ from verify_ate.kinematics import arm_poses, load_robot
 from verify_ate.verify.data.demo_dataset import (
     GENERATOR_VERSION,
     DemoProfile,
-    draw_view,
+    camera_images,
     episode_joint_motion,
     gripper_index,
     profile_cache_key,
@@ -118,16 +118,7 @@ class DemoWorld:
         assert self._state is not None
         began = time.perf_counter()
         state = self._state.astype(np.float32)
-        tcp = self._tool_positions(self._state)
-        opening = [
-            float(np.clip(float(state[index]) / self.profile.gripper_open, 0.0, 1.0)) if index is not None else 0.0
-            for index in self._grippers
-        ]
-        profile = self.profile
-        images = {
-            key: draw_view(view, tcp, opening, profile.height, profile.width, profile.scene)
-            for key, view in profile.cameras.items()
-        }
+        images = camera_images(self.profile, self._tool_positions(self._state), state, self._grippers)
         frame: dict = {
             key: np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0
             for key, image in images.items()
