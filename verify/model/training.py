@@ -248,63 +248,46 @@ def train_demo_policy(
     recipe = recipe or load_recipe()
     profile = profile if profile is not None else default_profile(policy_type)
     started = time.perf_counter()
-    scratch = Path(tempfile.mkdtemp(prefix=".backbone.", dir=out_dir.parent if out_dir.parent.is_dir() else None))
-    try:
-        return _train_and_write(
-            out_dir, load_frames, dataset_stats, dataset_key, recipe, evaluate, profile, policy_type, started, scratch
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _train_and_write(
-    out_dir: Path,
-    load_frames: Callable[[int], list[dict]],
-    dataset_stats: dict,
-    dataset_key: str,
-    recipe: TrainingRecipe,
-    evaluate: Callable[[Path], dict] | None,
-    profile: dict,
-    policy_type: str,
-    started: float,
-    scratch: Path,
-) -> Path:
-    with repeatable_torch(recipe.threads):
-        policy, processors, tokenizer, architecture, finish = _tiny_policy(
-            policy_type, profile, recipe.seed, dataset_stats, scratch
-        )
-        adapter = adapter_for(policy_type)
-        frames = load_frames(adapter.training_horizon(policy.config))
-        batch = training_batch(frames, processors[0], list(policy.config.image_features))
-        batch = adapter.model_batch(batch, policy.config)
-        steps_started = time.perf_counter()
-        losses = train_policy(policy, batch, recipe)
-    finished = time.perf_counter()
-    record = {
-        **training_identity(dataset_key, recipe, profile, policy_type),
-        "seed": recipe.seed,
-        "torch_build": _torch_build(),
-        "frames": len(frames),
-        "padding": "steps past an episode's end repeat its last action (lerobot's delta_timestamps padding, "
-        "action_is_pad); PI0Policy.forward trains on them as padded",
-        "wall_seconds": round(finished - started, 2),
-        "steps_seconds": round(finished - steps_started, 2),
-        "final_loss": sum(losses[-FINAL_LOSS_STEPS:]) / len(losses[-FINAL_LOSS_STEPS:]),
-        "final_loss_steps": min(FINAL_LOSS_STEPS, len(losses)),
-        "loss_per_step": losses,
-    }
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
-        folder = write_checkpoint(staging / out_dir.name, policy, processors, tokenizer, architecture, finish=finish)
-        if evaluate is not None:
-            record["tracking"] = evaluate(folder)
-        write_text(folder / TRAINING_FILE, json.dumps(record, indent=2) + "\n")
-        plot_loss_curve(losses, folder / LOSS_CURVE_FILE)
-        os.rename(folder, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir
+    with tempfile.TemporaryDirectory() as scratch_folder:  # what lives until the checkpoint is written
+        scratch = Path(scratch_folder)
+        with repeatable_torch(recipe.threads):
+            policy, processors, tokenizer, architecture, finish = _tiny_policy(
+                policy_type, profile, recipe.seed, dataset_stats, scratch
+            )
+            adapter = adapter_for(policy_type)
+            frames = load_frames(adapter.training_horizon(policy.config))
+            batch = training_batch(frames, processors[0], list(policy.config.image_features))
+            batch = adapter.model_batch(batch, policy.config)
+            steps_started = time.perf_counter()
+            losses = train_policy(policy, batch, recipe)
+        finished = time.perf_counter()
+        record = {
+            **training_identity(dataset_key, recipe, profile, policy_type),
+            "seed": recipe.seed,
+            "torch_build": _torch_build(),
+            "frames": len(frames),
+            "padding": "steps past an episode's end repeat its last action (lerobot's delta_timestamps padding, "
+            "action_is_pad); PI0Policy.forward trains on them as padded",
+            "wall_seconds": round(finished - started, 2),
+            "steps_seconds": round(finished - steps_started, 2),
+            "final_loss": sum(losses[-FINAL_LOSS_STEPS:]) / len(losses[-FINAL_LOSS_STEPS:]),
+            "final_loss_steps": min(FINAL_LOSS_STEPS, len(losses)),
+            "loss_per_step": losses,
+        }
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        try:
+            folder = write_checkpoint(
+                staging / out_dir.name, policy, processors, tokenizer, architecture, finish=finish
+            )
+            if evaluate is not None:
+                record["tracking"] = evaluate(folder)
+            write_text(folder / TRAINING_FILE, json.dumps(record, indent=2) + "\n")
+            plot_loss_curve(losses, folder / LOSS_CURVE_FILE)
+            os.rename(folder, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return out_dir
 
 
 def default_profile(policy_type: str) -> dict:

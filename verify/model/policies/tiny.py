@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -83,19 +82,26 @@ def tiny_policy_parts(policy_type: str, profile: dict, seed: int, dataset_stats:
         from verify_ate.verify.upstream.smolvla import TINY_VLM_FOLDER, write_tiny_smolvlm
 
         backbone = write_tiny_smolvlm(scratch / TINY_VLM_FOLDER, profile["vlm"], profile["prompts"])
-        finish = functools.partial(carry_backbone, backbone=backbone)
     policy = build_tiny_policy(policy_type, profile, seed, backbone)
     processors = make_pre_post_processors(policy.config, dataset_stats=torch_stats(dataset_stats))
+    if backbone is not None:
+        name_backbone_relatively(policy, processors)
+        finish = functools.partial(_carry, backbone)
     return policy, processors, finish
 
 
-def carry_backbone(staging: Path, backbone: Path) -> None:
-    """A tiny SmolVLA checkpoint carries its backbone folder and names it relatively (config.json vlm_model_name,
-    the pre-processor's tokenizer), so the folder can be moved (verify/upstream/smolvla.py resolves it)."""
+def name_backbone_relatively(policy, processors: tuple) -> None:
+    """A tiny SmolVLA checkpoint names its backbone folder relatively (config.json vlm_model_name, the
+    pre-processor's tokenizer), so the checkpoint folder can be moved (verify/upstream/smolvla.py resolves it). The
+    model and the tokenizer are built already: only what is saved changes."""
     from verify_ate.verify.upstream.smolvla import TINY_VLM_FOLDER
 
-    shutil.copytree(backbone, staging / TINY_VLM_FOLDER)
-    for path in [staging / "config.json", *staging.glob("policy_preprocessor*.json")]:
-        path.write_text(
-            path.read_text(encoding="utf-8").replace(json.dumps(str(backbone)), json.dumps(TINY_VLM_FOLDER))
-        )
+    policy.config.vlm_model_name = TINY_VLM_FOLDER
+    for step in processors[0].steps:
+        if hasattr(step, "tokenizer_name"):
+            step.tokenizer_name = TINY_VLM_FOLDER
+
+
+def _carry(backbone: Path, staging: Path) -> None:
+    """The backbone folder into the checkpoint being written."""
+    shutil.copytree(backbone, staging / backbone.name)
