@@ -17,6 +17,7 @@ command line against it).
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,8 +89,8 @@ def main_form(argv: list[str]) -> int:
     )
 
 
-def _save_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--save", type=Path, required=True, metavar="FILE", help="artifact to write (.npz; required)")
+def _save_flags(parser: argparse.ArgumentParser, what: str = "artifact") -> None:
+    parser.add_argument("--save", type=Path, required=True, metavar="FILE", help=f"{what} to write (.npz; required)")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
 
@@ -357,11 +358,6 @@ def rollout_command() -> CommandLine:
     )
 
 
-def _rollout_save_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--save", type=Path, required=True, metavar="FILE", help="rollout artifact to write (.npz)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-
-
 def rollout_run_command() -> CommandLine:
     return CommandLine(
         "verify-ate rollout run",
@@ -371,7 +367,7 @@ def rollout_run_command() -> CommandLine:
         TimingArgs(timed=False),
         RolloutRobotArgs(),
         RolloutArgs(),
-        extra=_rollout_save_flags,
+        extra=functools.partial(_save_flags, what="rollout artifact"),
     )
 
 

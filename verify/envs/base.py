@@ -39,6 +39,7 @@ class RolloutEnvironment(Protocol):
     robot: Any  # the RobotModel whose forward kinematics turn `state` into tool poses, or None
     state_unit: str  # of `state` when there is no robot model (divergence is then a distance in it)
     max_steps: int  # the episode's step limit
+    timings: dict[str, float]  # seconds this copy spent, by part (physics, rendering, or the whole step)
 
     def reset(self, seed: int) -> EnvStep: ...
 

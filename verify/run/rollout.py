@@ -103,7 +103,7 @@ class _Episode:
 
     def hold(self) -> None:
         """An ended episode's row for a step the other side still takes: the last state, no reward."""
-        self.actions.append(self.actions[-1] if self.actions else np.zeros(0, dtype=np.float32))
+        self.actions.append(self.actions[-1])  # an episode only ends on a step, so it has one
         self.states.append(self.states[-1])
         self.images.append(self.images[-1])
         self.rewards.append(0.0)
@@ -302,7 +302,7 @@ def environment_facts(env: RolloutEnvironment) -> dict:
 
 
 def timings_of(env: RolloutEnvironment, timings: Timings) -> None:
-    for name, seconds in getattr(env, "timings", {}).items():
+    for name, seconds in env.timings.items():
         timings.environment_s[name] = timings.environment_s.get(name, 0.0) + seconds
 
 
