@@ -58,35 +58,31 @@ def save_artifact(artifact: TrajectoryArtifact, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         raise InputError(f"{path}: trajectory artifacts are .npz files")
+    return write_npz(path, {"actions": artifact.actions}, json.dumps(artifact.meta, sort_keys=True))
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], meta: str, compressed: bool = False) -> Path:
+    """`arrays` and the JSON text `meta` (a 0-d string array) as one .npz, whole or not at all."""
     buffer = io.BytesIO()
-    np.savez(buffer, actions=artifact.actions, meta=np.array(json.dumps(artifact.meta, sort_keys=True)))
+    save = np.savez_compressed if compressed else np.savez
+    save(buffer, **arrays, meta=np.array(meta))  # type: ignore[arg-type]
     with atomic_path(path) as temporary:
         temporary.write_bytes(buffer.getvalue())
     return path
 
 
-def load_artifact(
-    path: str | Path,
-    units: str | None = None,
-    robot_name: str | None = None,
-    joint_names: Sequence[str] | None = None,
-) -> TrajectoryArtifact:
-    """Load and validate one side. `units`, `robot_name` and `joint_names` describe a bare .npy."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    if path.suffix.lower() == ".npy":
-        return _load_bare_npy(path, units, robot_name, joint_names)
-    if not zipfile.is_zipfile(path):
-        raise InputError(f"{path}: not an .npz trajectory artifact (not a zip archive); a bare array must end in .npy")
+def read_npz(path: Path, names: Sequence[str], what: str) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays `names` and the JSON object `meta` of an .npz the tool writes (a zip archive: the caller checks),
+    never unpickling anything; InputError naming the file and what is wrong with it."""
+    wanted = [*names, "meta"]
     try:
         with np.load(path, allow_pickle=False) as archive:
-            names = set(archive.files)
-            if "actions" not in names or "meta" not in names:
-                raise InputError(f"{path}: artifact needs arrays 'actions' and 'meta', found {sorted(names) or 'none'}")
-            actions = archive["actions"]
+            found = set(archive.files)
+            if not set(wanted) <= found:
+                quoted = [f"'{name}'" for name in wanted]
+                listed = f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+                raise InputError(f"{path}: {what} needs arrays {listed}, found {sorted(found) or 'none'}")
+            arrays = {name: archive[name] for name in names}
             meta_array = archive["meta"]
     except InputError:
         raise
@@ -105,6 +101,27 @@ def load_artifact(
         raise InputError(f"{path}: 'meta' is not JSON ({error})") from None
     if not isinstance(meta, dict):
         raise InputError(f"{path}: 'meta' must be a JSON object, not {type(meta).__name__}")
+    return arrays, meta
+
+
+def load_artifact(
+    path: str | Path,
+    units: str | None = None,
+    robot_name: str | None = None,
+    joint_names: Sequence[str] | None = None,
+) -> TrajectoryArtifact:
+    """Load and validate one side. `units`, `robot_name` and `joint_names` describe a bare .npy."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.suffix.lower() == ".npy":
+        return _load_bare_npy(path, units, robot_name, joint_names)
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not an .npz trajectory artifact (not a zip archive); a bare array must end in .npy")
+    arrays, meta = read_npz(path, ("actions",), "artifact")
+    actions = arrays["actions"]
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise InputError(f"{path}: meta lacks {', '.join(missing)}")

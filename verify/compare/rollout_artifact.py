@@ -11,7 +11,6 @@ noise and checkpoint hashes).
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from verify_ate.reports.atomic import atomic_path
+from verify_ate.verify.compare.artifact import read_npz, write_npz
 from verify_ate.verify.errors import InputError
 
 ROLLOUT_SCHEMA = "verify-ate/rollout/v1"
@@ -57,12 +56,7 @@ def save_rollout(artifact: RolloutArtifact, path: str | Path) -> Path:
     if path.suffix != ".npz":
         raise InputError(f"{path}: rollout artifacts are .npz files")
     arrays = {name: np.asarray(getattr(artifact, name)) for name in ARRAYS}
-    buffer = io.BytesIO()
-    arrays["meta"] = np.array(json.dumps(artifact.meta, sort_keys=True, default=str))
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(buffer.getvalue())
-    return path
+    return write_npz(path, arrays, json.dumps(artifact.meta, sort_keys=True, default=str), compressed=True)
 
 
 def load_rollout(path: str | Path) -> RolloutArtifact:
@@ -72,19 +66,8 @@ def load_rollout(path: str | Path) -> RolloutArtifact:
         raise InputError(f"{path}: no such rollout artifact")
     if not zipfile.is_zipfile(path):
         raise InputError(f"{path}: not an .npz rollout artifact (not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in (*ARRAYS, "meta") if name not in data.files]
-            if missing:
-                raise InputError(f"{path}: not a rollout artifact (no {', '.join(missing)})")
-            arrays = {name: data[name] for name in ARRAYS}
-            meta = json.loads(str(data["meta"]))
-    except InputError:
-        raise
-    except Exception as error:  # zip and npy readers raise many types for damaged bytes
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{path}: unreadable rollout artifact ({type(error).__name__}: {first})") from None
-    schema = meta.get("schema") if isinstance(meta, dict) else None
+    arrays, meta = read_npz(path, ARRAYS, "a rollout artifact")
+    schema = meta.get("schema")
     if schema != ROLLOUT_SCHEMA:
         raise InputError(f"{path}: schema {schema!r}, expected a rollout artifact ({ROLLOUT_SCHEMA})")
     episodes, steps = arrays["actions"].shape[:2]
