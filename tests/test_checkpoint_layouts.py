@@ -221,12 +221,38 @@ def test_each_layout_maps_its_writers_names_onto_lerobot_061s():
         assert plan.layout.name == "openpi"
         assert plan.tied == {HEAD: openpi[0]}
         assert plan.sources["model.action_time_mlp_in.bias"] == time_mlp
+    pi05_keys = [*keys[:-1], "model.time_mlp_in.bias"]  # pi0.5's action-time MLP, lerobot's PI05Policy names
+    for time_mlp in ("time_mlp_in.bias", "action_time_mlp_in.bias"):  # openpi's pi0.5 name; lerobot's rename
+        plan = weight_sources([*openpi[:-1], time_mlp], pi05_keys, "f", policy="pi05")
+        assert plan.layout.name == "openpi"
+        assert plan.sources["model.time_mlp_in.bias"] == time_mlp
     plan = weight_sources(keys, keys, "f")
     assert plan.layout.name == "lerobot>=0.4"
     assert plan.tied == {}
     assert plan.sources == dict(zip(keys, keys, strict=True))
     assert weight_sources([*keys, "model.extra.weight"], keys, "f").unused == ("model.extra.weight",)
     assert weight_sources(keys, [k for k in keys if k != HEAD], "f").unused == ()  # a head the model lacks: a twin
+
+
+def test_a_pi05_checkpoint_in_openpis_layout_gives_the_same_actions(demo_dataset, tmp_path):
+    """openpi's converter writes pi0.5 without lerobot's `model.` wrapper and with its action-time MLP as
+    `time_mlp_*`, which is pi0.5's own name in lerobot (pi0's loader would rename it to pi0's `action_time_mlp_*`)."""
+    from safetensors.torch import save_file
+
+    from verify_ate.verify.run.inputs import demo_files
+
+    committed = demo_files("koch_v1_1", "pi05").committed
+    tensors = file_tensors(committed / "model.safetensors")
+    assert "model.time_mlp_in.weight" in tensors
+    openpi = {key.removeprefix("model."): value for key, value in tensors.items()}
+    folder = checkpoint_with(committed, tmp_path / "pi05-openpi", lambda path: save_file(openpi, str(path)))
+    actions = []
+    for checkpoint in (committed, folder):
+        result = run_side(checkpoint, demo_dataset, tmp_path / f"{checkpoint.name}.npz")
+        assert result.returncode == 0, result.stderr
+        actions.append(saved(tmp_path / f"{checkpoint.name}.npz"))
+    assert actions[1][1]["load"]["layout"] == "openpi"
+    assert actions[0][0].tobytes() == actions[1][0].tobytes()
 
 
 def test_unknown_and_mixed_layouts_are_one_line_naming_the_file_and_a_missing_tensor():

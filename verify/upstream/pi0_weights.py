@@ -60,13 +60,13 @@ class Layout:
     markers: tuple[str, ...]  # a file tensor name starting with one of these marks the layout (and no other)
     renames: tuple[tuple[str, str], ...]  # (file name prefix, lerobot 0.6.1 prefix), the first that matches
 
-    def model_key(self, name: str) -> str:
-        """The lerobot 0.6.1 state key a file tensor of this layout loads into."""
+    def model_key(self, name: str, policy: str = "pi0") -> str:
+        """The lerobot 0.6.1 state key a file tensor of this layout loads into, in a model of `policy`."""
         for old, new in self.renames:
             if name.startswith(old):
                 name = new + name[len(old) :]
                 break
-        return lerobot_key(name)
+        return lerobot_key(name, policy)
 
 
 LEROBOT_BEFORE_04 = Layout(
@@ -114,11 +114,20 @@ OPENPI = Layout(
 LAYOUTS = (LEROBOT_BEFORE_04, LEROBOT_FROM_04, OPENPI)
 
 
-def lerobot_key(name: str) -> str:
-    """The model key lerobot 0.6.1's PI0Policy.from_pretrained loads a file tensor into: `_fix_pytorch_state_dict_keys`
-    renames `time_mlp_in.`/`time_mlp_out.` (openpi's pi0.5 names) to `action_time_mlp_*`, then every key without
-    the `model.` prefix gets it."""
-    for old, new in (("time_mlp_in.", "action_time_mlp_in."), ("time_mlp_out.", "action_time_mlp_out.")):
+# The action-time MLP is `action_time_mlp_*` in pi0 and `time_mlp_*` in pi0.5 (openpi's PI0Pytorch names it by its
+# `pi05` flag); each lerobot 0.6.1 policy renames a file's unprefixed names of the other into its own, in
+# `_fix_pytorch_state_dict_keys` (see lerobot v0.6.1 policies/pi0/modeling_pi0.py and policies/pi05/modeling_pi05.py).
+TIME_MLP_RENAMES = {
+    "pi0": (("time_mlp_in.", "action_time_mlp_in."), ("time_mlp_out.", "action_time_mlp_out.")),
+    "pi05": (("action_time_mlp_in.", "time_mlp_in."), ("action_time_mlp_out.", "time_mlp_out.")),
+}
+
+
+def lerobot_key(name: str, policy: str = "pi0") -> str:
+    """The model key lerobot 0.6.1's PI0Policy (PI05Policy for `policy` "pi05") `from_pretrained` loads a file tensor
+    into: `_fix_pytorch_state_dict_keys` renames the other policy's action-time MLP names into its own, then every
+    key without the `model.` prefix gets it."""
+    for old, new in TIME_MLP_RENAMES[policy]:
         if name.startswith(old):
             name = new + name[len(old) :]
     return name if name.startswith("model.") else f"model.{name}"
@@ -134,9 +143,12 @@ class WeightSources:
     unused: tuple[str, ...]  # file tensors the model has no place for (normalisation buffers and tied twins aside)
 
 
-def weight_sources(file_names: Iterable[str], model_keys: Iterable[str], where: str | Path) -> WeightSources:
+def weight_sources(
+    file_names: Iterable[str], model_keys: Iterable[str], where: str | Path, policy: str = "pi0"
+) -> WeightSources:
     """{model key: file tensor name} for a file holding `file_names`, the layout recognised from those names,
-    the tied tensors filled from their twin, and the file's tensors the model does not take.
+    the tied tensors filled from their twin, and the file's tensors the model does not take. `policy`: "pi0" or
+    "pi05", whose model the keys are (they name the action-time MLP differently).
 
     A layout is recognised by its marker names. When a file has the marker names of two layouts, each maps only
     the names no other one marks, and the one that fills the model is taken (the other names are then unused:
@@ -146,14 +158,14 @@ def weight_sources(file_names: Iterable[str], model_keys: Iterable[str], where: 
     keys = list(model_keys)
     found = [layout for layout in LAYOUTS if any(name.startswith(layout.markers) for name in names)]
     if not found:
-        mapped = {lerobot_key(name) for name in names}
+        mapped = {lerobot_key(name, policy) for name in names}
         missing = [key for key in keys if key not in mapped]
         known = ", ".join(layout.name for layout in LAYOUTS)
         raise _missing_error(where, missing or keys, keys, f"; its tensor names are of no known layout ({known})")
     attempts = []
     for layout in found:
         foreign = tuple(marker for other in found if other is not layout for marker in other.markers)
-        sources, tied = _map(layout, names, keys, foreign)
+        sources, tied = _map(layout, names, keys, foreign, policy)
         attempts.append((layout, sources, tied, [key for key in keys if key not in sources]))
     complete = [attempt for attempt in attempts if not attempt[3]]
     if len(complete) > 1:
@@ -171,17 +183,17 @@ def weight_sources(file_names: Iterable[str], model_keys: Iterable[str], where: 
         for name in names
         if name not in taken
         and not name.startswith(LEGACY_NORMALIZATION_PREFIXES)
-        and layout.model_key(name) not in twins
+        and layout.model_key(name, policy) not in twins
     )
     return WeightSources(layout, sources, tied, unused)
 
 
-def _map(layout: Layout, names: list[str], keys: list[str], foreign: tuple[str, ...]) -> tuple[dict, dict]:
+def _map(layout: Layout, names: list[str], keys: list[str], foreign: tuple[str, ...], policy: str) -> tuple[dict, dict]:
     by_key: dict[str, str] = {}
     for name in names:
         if foreign and name.startswith(foreign):
             continue
-        by_key.setdefault(layout.model_key(name), name)
+        by_key.setdefault(layout.model_key(name, policy), name)
     wanted = set(keys)
     sources = {key: by_key[key] for key in keys if key in by_key}
     tied = {}
