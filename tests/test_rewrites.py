@@ -100,6 +100,27 @@ def test_gate_calibrated_without_a_calibration_is_exit_2(tmp_path):
 # ---------------------------------------------------------------- the self-test
 
 
+def test_a_fault_under_the_benign_floor_is_harmless_one_between_floor_and_bound_is_missed():
+    """Judged on figures alone: caught = fails the calibrated gate where injected (or in a numbered instance of that
+    module); harmless = passes it, moving the robot less than the largest benign floor in both series; else missed."""
+    from verify_ate.verify.run.selftest import CaseResult
+
+    def fault(position, orientation, calibrated_pass, first="image encoder"):
+        return CaseResult(
+            "f", "fault", "", "image encoder", fixed_pass=True, calibrated_pass=calibrated_pass, position=position,
+            orientation=orientation, first_module=first, floor=(1e-4, 1e-3),
+        )  # fmt: skip
+
+    under = fault(5e-5, 5e-4, calibrated_pass=True)
+    assert (under.harmless, under.caught, under.ok, under.fixed_misses) == (True, False, True, False)
+    assert under.outcome.startswith("harmless on this model")
+    between = fault(5e-5, 2e-3, calibrated_pass=True)  # orientation above its floor
+    assert (between.harmless, between.ok, between.outcome) == (False, False, "MISSED by the calibrated gate")
+    assert fault(1e-2, 1e-1, calibrated_pass=False, first="image encoder 1").caught
+    assert not fault(1e-2, 1e-1, calibrated_pass=False, first="image encoder 1 extra").caught
+    assert not fault(1e-2, 1e-1, calibrated_pass=False, first="U-Net down 0.0").ok
+
+
 @pytest.fixture(scope="module")
 def selftest(demo_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("selftest") / "report"

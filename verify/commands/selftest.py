@@ -90,14 +90,18 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
     assert calibrated is not None and gate.calibration is not None
     failing = [case.name for case in results if not case.ok]
     missed = [case.name for case in results if case.fixed_misses]
+    harmless = [case.name for case in results if case.harmless]
     passed = not failing
-    variants, faults = (sum(case.kind == kind for case in results) for kind in (VARIANT, FAULT))
+    variants = sum(case.kind == VARIANT for case in results)
+    faults = sum(case.kind == FAULT and not case.harmless for case in results)
     headline = (
         f"{_count(variants, 'variant')} {'passes' if variants == 1 else 'pass'} and {_count(faults, 'fault')} "
         f"{'is' if faults == 1 else 'are'} caught where injected"
         if passed
         else f"not as expected: {', '.join(failing)}"
     )
+    if harmless:
+        headline += f"; harmless on this model (under the benign floor): {', '.join(harmless)}"
     if missed:
         headline += f"; the fixed bounds miss {', '.join(missed)}"
     description = inputs.observations.description
@@ -130,6 +134,7 @@ def selftest_document(side, inputs, gate: GateConfig, results, rows) -> dict:
         "fixed_misses": missed,
         "seed_misses": missed,  # the old name, kept for one release (CHANGELOG)
         "not_as_expected": failing,
+        "harmless": harmless,
         "sensitivity": [row.as_dict() for row in rows] or None,
     }
 

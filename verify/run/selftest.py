@@ -74,21 +74,48 @@ class CaseResult:
     exact: bool = False  # actions byte-equal to the reference's
     first_module: str | None = None  # the trace's first module over tolerance
     error: str | None = None  # a case that could not run here
+    # The largest benign floor of the calibration (position m, orientation rad): what a benign change moves it.
+    floor: tuple[float, float] = (float("nan"), float("nan"))
+
+    @property
+    def caught(self) -> bool:
+        """A fault that fails the calibrated gate, first seen where it was injected (or in one of that module's
+        numbered instances: "image encoder 1" where one encoder per camera runs)."""
+        if self.kind != FAULT or self.error is not None or self.calibrated_pass:
+            return False
+        first, expected = self.first_module or "", self.expected_module or ""
+        return first == expected or (first.startswith(expected + " ") and first[len(expected) + 1 :].isdigit())
+
+    @property
+    def harmless(self) -> bool:
+        """A fault that moves this model less than its largest benign floor in both position and orientation:
+        nothing that passes benign changes can catch it, and on this model it does no harm (a policy whose chunk
+        does not depend on its noise is unmoved by another noise)."""
+        return (
+            self.kind == FAULT
+            and self.error is None
+            and self.calibrated_pass
+            and self.position <= self.floor[0]
+            and self.orientation <= self.floor[1]
+        )
 
     @property
     def ok(self) -> bool:
-        """A variant passes the calibrated gate; a fault fails it, first seen where it was injected."""
+        """A variant passes the calibrated gate; a fault fails it, first seen where it was injected, or is harmless
+        on this model."""
         if self.error is not None:
             return False
         if self.kind == VARIANT:
             return self.calibrated_pass
-        return not self.calibrated_pass and self.first_module == self.expected_module
+        return self.caught or self.harmless
 
     @property
     def outcome(self) -> str:
         """What happened, in words: "as expected" or what went otherwise."""
         if self.error is not None:
             return f"could not run: {self.error}"
+        if self.harmless:
+            return "harmless on this model (under the benign floor)"
         if self.ok:
             return "as expected"
         if self.kind == VARIANT:
@@ -100,7 +127,7 @@ class CaseResult:
     @property
     def fixed_misses(self) -> bool:
         """A fault the fixed bounds let through."""
-        return self.kind == FAULT and self.error is None and self.fixed_pass
+        return self.kind == FAULT and self.error is None and self.fixed_pass and not self.harmless
 
     def as_dict(self) -> dict:
         return {
@@ -108,6 +135,8 @@ class CaseResult:
             "kind": self.kind,
             "summary": self.summary,
             "ok": self.ok,
+            "caught": self.caught,
+            "harmless": self.harmless,
             "outcome": self.outcome,
             "fixed_pass": self.fixed_pass,
             "seed_pass": self.fixed_pass,  # the old name, kept for one release (CHANGELOG)
@@ -241,6 +270,12 @@ class SelftestHarness:
         result = self.judge(under_test)
         assert result.calibrated_gate is not None
         first = comparator.first_crossed() if comparator is not None else None
+        calibration = self.gate.calibration
+        assert calibration is not None
+        floor = (
+            calibration.floor("position", self.gate.statistic)[0],
+            calibration.floor(self.gate.orientation_series, self.gate.statistic)[0],
+        )
         return CaseResult(
             **expected,
             fixed_pass=result.gate.passed,
@@ -250,6 +285,7 @@ class SelftestHarness:
             statistic=self.gate.statistic,
             exact=bool(np.array_equal(self.reference.actions, under_test.actions)),
             first_module=first.name if first is not None else None,
+            floor=floor,
         )
 
     def sensitivity(self) -> list[SensitivityRow]:
