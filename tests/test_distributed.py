@@ -128,6 +128,26 @@ def test_two_ranks_under_torchrun_equal_one_process_bit_for_bit(demo_cache, tmp_
     assert not list((tmp_path / "two").glob(".*partial"))
 
 
+@pytest.mark.slow
+def test_a_diffusion_policy_sweep_under_torchrun_equals_one_process_bit_for_bit(demo_dataset, tmp_path):
+    """The policy whose every denoising step draws noise: each frame's draws come from its own generator, so a
+    frame gives the same bytes on whichever rank, in whichever batch, it runs (a seeded tiny Diffusion Policy)."""
+    from verify_ate.verify.data.observation import load_frames
+    from verify_ate.verify.model.policies.tiny import build_tiny_policy_checkpoint
+
+    stats = load_frames(demo_dataset, 0, [0]).stats
+    checkpoint = build_tiny_policy_checkpoint("diffusion", tmp_path / "diffusion", stats)
+    sweep = ["sweep", "--checkpoint", checkpoint, "--dataset", demo_dataset, *SWEEP[2:]]
+    single = run_process(*sweep, "--out", tmp_path / "one", env=ONE_THREAD)
+    assert single.returncode == 0, single.stderr
+    ranked = _torchrun([*sweep, "--out", tmp_path / "two"], ONE_THREAD)
+    assert ranked.returncode == 0, ranked.stderr[-3000:]
+    for side in ("ref", "dut"):
+        with np.load(tmp_path / "one" / f"{side}.npz") as a, np.load(tmp_path / "two" / f"{side}.npz") as b:
+            assert a["actions"].tobytes() == b["actions"].tobytes()
+            assert json.loads(str(b["meta"]))["policy"] == "diffusion"
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from conftest import run_cli, tiny_checkpoint
 
 from verify_ate.verify.data.observation import load_frames
 from verify_ate.verify.model.policies import adapter_for, checkpoint_adapter, supported_policies
-from verify_ate.verify.model.policies.tiny import build_tiny_policy_checkpoint
+from verify_ate.verify.model.policies.tiny import build_tiny_policy_checkpoint, load_policy_profile
 from verify_ate.verify.model.runners import runner_for
 
 POLICIES = ["pi05", "smolvla", "act", "diffusion"]
@@ -22,10 +22,14 @@ POLICIES = ["pi05", "smolvla", "act", "diffusion"]
 
 @pytest.fixture(scope="session")
 def policy_checkpoints(tmp_path_factory, demo_dataset):
-    """A tiny checkpoint of each policy, built for the demo dataset's statistics (a second or two each)."""
+    """A tiny checkpoint of each policy, built for the demo dataset's statistics (a second or two each). The Diffusion
+    Policy predicts the noise, lerobot's default (its demo profile predicts the sample, whose chunk barely depends on
+    its noise), so that the noise faults have something to move."""
     stats = load_frames(demo_dataset, 0, [0]).stats
     folder = tmp_path_factory.mktemp("policies")
-    return {name: build_tiny_policy_checkpoint(name, folder / name, stats) for name in POLICIES}
+    profiles = {name: load_policy_profile(name) for name in POLICIES}
+    profiles["diffusion"]["policy"]["prediction_type"] = "epsilon"
+    return {name: build_tiny_policy_checkpoint(name, folder / name, stats, profile=profiles[name]) for name in POLICIES}
 
 
 def test_the_policy_type_comes_from_config_json_and_an_unknown_one_is_refused_naming_the_supported(
@@ -148,8 +152,8 @@ def test_selftest_catches_every_fault_of_the_policy_where_injected_and_passes_it
     assert set(ran) == {name for name, rewrite in CATALOGUE.items() if rewrite.applies_to(policy)}
     for case in ran.values():
         assert case["ok"], case
-        if case["kind"] == "fault":
-            assert case["calibrated_pass"] is False and case["first_module"] == case["expected_module"], case
+        if case["kind"] == "fault":  # caught, not merely harmless
+            assert case["caught"] and case["calibrated_pass"] is False, case
 
 
 def test_a_rewrite_of_another_policy_is_refused_naming_this_policys(policy_checkpoints, demo_dataset, tmp_path):
@@ -168,7 +172,7 @@ def test_a_rewrite_of_another_policy_is_refused_naming_this_policys(policy_check
         ("pi05", "adarms-swapped", "expert layer 0", "step 0"),
         ("smolvla", "image-stretched", "vision tower", "prefix"),
         ("act", "image-norm-skipped", "ResNet backbone", "forward"),
-        ("diffusion", "image-norm-skipped", "image encoder 0", "prefix"),
+        ("diffusion", "image-norm-skipped", "image encoder", "prefix"),  # one ResNet for both cameras
     ],
 )
 def test_the_trace_names_the_policys_module_a_fault_breaks_first(
@@ -205,7 +209,7 @@ def test_policy_chooses_only_the_demos_policy(demo_cache, demo_dataset, tmp_path
 
 @pytest.mark.parametrize(
     ("policy", "tracking_m"),
-    # pi0.5 measured 50 mm: the 2 cm goal is not reached in two minutes of one core (demo_training_pi05.yaml);
+    # pi0.5 measured 54 mm: the 2 cm goal is not reached in two minutes of one core (demo_training_pi05.yaml);
     # SmolVLA 6.2 mm in 25 s (demo_training_smolvla.yaml)
     [("pi05", 0.06), ("smolvla", 0.02)],
 )
@@ -243,23 +247,25 @@ def test_demo_policy_pi05_runs_the_committed_trained_pi05(demo_cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_pi05_demo_selftest_catches_pi05s_own_faults_where_injected(demo_cache, tmp_path):
-    """Every variant passes and every fault is caught where it was injected, but one: on this demo mask-inverted
-    moves the robot less than the calibrated bound, because the pi0.5 prompt (task and discretised state) fills 87
-    of its 96 tokens and leaves little padding to attend to (docs/policies.md). The run then exits 1."""
+def test_pi05_demo_selftest_catches_every_fault_where_injected(demo_cache, tmp_path):
+    """pi0.5's own faults and every one it shares with pi0, on its trained demo: each fails the calibrated gate where
+    injected. `mask-inverted` needs padding to attend to: the 128-token prompt is a third padding (at 96 tokens it
+    moved the robot less than the bound)."""
     from verify_ate.verify.model.rewrites import CATALOGUE
 
     out = tmp_path / "selftest"
     result = run_cli("selftest", "--demo", "--policy", "pi05", "--cache-dir", demo_cache, "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads((out / "selftest.json").read_text())
     ran = {case["name"]: case for case in document["cases"]}
     assert set(ran) == {
         name for name, rewrite in CATALOGUE.items() if rewrite.applies_to("pi05") and rewrite.runs_on("cpu")
     }
-    assert {name for name, case in ran.items() if not case["ok"]} == {"mask-inverted"}, result.stdout
-    assert result.returncode == 1
-    for name in ("adarms-swapped", "state-bins-shifted"):
-        assert ran[name]["calibrated_pass"] is False and ran[name]["first_module"] == ran[name]["expected_module"]
+    assert {"adarms-swapped", "state-bins-shifted", "mask-inverted"} <= set(ran)
+    for case in ran.values():
+        assert case["ok"], case
+        if case["kind"] == "fault":
+            assert case["caught"], case
 
 
 @pytest.mark.slow

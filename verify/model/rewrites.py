@@ -28,7 +28,7 @@ FAULT = "fault"
 PERTURBATION = "perturbation"  # a scaled change of one module's output (selftest --sensitivity)
 VLM_LAYER_0 = "VLM layer 0"  # trace labels of the modules a fault shows in first (verify/upstream/pi0_modules.py)
 ACT_BACKBONE = "ResNet backbone"  # ... and of ACT and Diffusion (verify/upstream/act_diffusion.py)
-DIFFUSION_FIRST_ENCODER = "image encoder 0"
+DIFFUSION_FIRST_ENCODER = "image encoder"  # "image encoder N" where one runs per camera
 DIFFUSION_FIRST_UNET_BLOCK = "U-Net down 0.0"
 SMOLVLA_LAYER_0_NORM = "VLM layer 0 input norm"  # (verify/upstream/smolvla.py)
 

@@ -35,8 +35,11 @@ from verify_ate.verify.upstream.pi0_build import EXPERT_VARIANT, VLM_VARIANT
 PROFILE_FILE = CONFIGS_DIR / "profiles" / "tiny_pi0.yaml"
 # pi0.5's prompt holds the task and the discretised state ("Task: ..., State: 128 97 ...;\nAction: "): with the byte
 # tokenizer one token per character, at most 87 for the Koch demo's task and 6 joints, 94 for SO-101's (lerobot's
-# default for the real tokenizer is 200; a step's time grows with it). ALOHA's 14 joints (141) would be cut short.
-PI05_PROMPT_LENGTH = 96
+# default for the real tokenizer is 200, most of it padding; a step's time grows with it). 128 leaves the Koch
+# demo's prompt a third padding, as a real prompt has: at 96, with 9 to 20 padding tokens, a padding mask handled
+# wrongly (`mask-inverted`) moved the trained demo less than its calibrated bound. ALOHA's 14 joints (141) would be
+# cut short.
+PI05_PROMPT_LENGTH = 128
 FULL_PROFILE_FILE = CONFIGS_DIR / "profiles" / "full_pi0.yaml"
 
 

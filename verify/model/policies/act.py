@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from verify_ate.verify.model.policies.base import PolicyAdapter
-from verify_ate.verify.model.policies.features import policy_features
+from verify_ate.verify.model.policies.features import profile_config
 
 
 class ActAdapter(PolicyAdapter):
@@ -55,24 +55,6 @@ class ActAdapter(PolicyAdapter):
         return ACT_TRACE
 
     def tiny_config(self, profile: dict, dtype: str = "float32", device: str = "cpu") -> Any:
-        from lerobot.policies.act import ACTConfig
-
-        sizes = profile["policy"]
-        inputs, outputs = policy_features(profile["features"])
-        return ACTConfig(
-            input_features=inputs,
-            output_features=outputs,
-            chunk_size=int(sizes["chunk_size"]),
-            n_action_steps=int(sizes["n_action_steps"]),
-            dim_model=int(sizes["dim_model"]),
-            n_heads=int(sizes["n_heads"]),
-            dim_feedforward=int(sizes["dim_feedforward"]),
-            n_encoder_layers=int(sizes["n_encoder_layers"]),
-            n_decoder_layers=int(sizes["n_decoder_layers"]),
-            n_vae_encoder_layers=int(sizes["n_vae_encoder_layers"]),
-            latent_dim=int(sizes["latent_dim"]),
-            use_vae=bool(sizes["use_vae"]),
-            pretrained_backbone_weights=None,
-            device=device,
-            push_to_hub=False,
+        return profile_config(
+            self.config_class(), profile, pretrained_backbone_weights=None, device=device, push_to_hub=False
         )

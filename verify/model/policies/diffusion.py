@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from verify_ate.verify.model.policies.base import PolicyAdapter
-from verify_ate.verify.model.policies.features import policy_features
+from verify_ate.verify.model.policies.features import profile_config
 
 OBS_IMAGES = "observation.images"
 
@@ -94,27 +94,6 @@ class DiffusionAdapter(PolicyAdapter):
         return diffusion_trace(model)
 
     def tiny_config(self, profile: dict, dtype: str = "float32", device: str = "cpu") -> Any:
-        from lerobot.policies.diffusion import DiffusionConfig
-
-        sizes = profile["policy"]
-        inputs, outputs = policy_features(profile["features"])
-        return DiffusionConfig(
-            input_features=inputs,
-            output_features=outputs,
-            n_obs_steps=int(sizes["n_obs_steps"]),
-            horizon=int(sizes["horizon"]),
-            n_action_steps=int(sizes["n_action_steps"]),
-            down_dims=tuple(int(d) for d in sizes["down_dims"]),
-            kernel_size=int(sizes["kernel_size"]),
-            n_groups=int(sizes["n_groups"]),
-            diffusion_step_embed_dim=int(sizes["diffusion_step_embed_dim"]),
-            spatial_softmax_num_keypoints=int(sizes["spatial_softmax_num_keypoints"]),
-            use_group_norm=bool(sizes["use_group_norm"]),
-            noise_scheduler_type=str(sizes["noise_scheduler_type"]),
-            num_train_timesteps=int(sizes["num_train_timesteps"]),
-            num_inference_steps=int(sizes["num_inference_steps"]),
-            crop_shape=None,
-            pretrained_backbone_weights=None,
-            device=device,
-            push_to_hub=False,
+        return profile_config(
+            self.config_class(), profile, pretrained_backbone_weights=None, device=device, push_to_hub=False
         )
