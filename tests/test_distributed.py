@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_process
+import torch
+from conftest import REPO_ROOT, run_cli, run_process
 
 from verify_ate.verify.run.distributed import Group, backend_for, batches_of_rank, rank_device, wait_until_released
 
@@ -138,7 +139,12 @@ def test_a_diffusion_policy_sweep_under_torchrun_equals_one_process_bit_for_bit(
     stats = load_frames(demo_dataset, 0, [0]).stats
     checkpoint = build_tiny_policy_checkpoint("diffusion", tmp_path / "diffusion", stats)
     sweep = ["sweep", "--checkpoint", checkpoint, "--dataset", demo_dataset, *SWEEP[2:]]
-    single = run_process(*sweep, "--out", tmp_path / "one", env=ONE_THREAD)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # in this process, one thread as each rank has (OMP_NUM_THREADS=1)
+    try:
+        single = run_cli(*sweep, "--out", tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
     assert single.returncode == 0, single.stderr
     ranked = _torchrun([*sweep, "--out", tmp_path / "two"], ONE_THREAD)
     assert ranked.returncode == 0, ranked.stderr[-3000:]
