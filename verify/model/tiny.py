@@ -33,13 +33,7 @@ from verify_ate.verify.model.processors import make_processors
 from verify_ate.verify.upstream.pi0_build import EXPERT_VARIANT, VLM_VARIANT
 
 PROFILE_FILE = CONFIGS_DIR / "profiles" / "tiny_pi0.yaml"
-# pi0.5's prompt holds the task and the discretised state ("Task: ..., State: 128 97 ...;\nAction: "): with the byte
-# tokenizer one token per character, at most 87 for the Koch demo's task and 6 joints, 94 for SO-101's (lerobot's
-# default for the real tokenizer is 200, most of it padding; a step's time grows with it). 128 leaves the Koch
-# demo's prompt a third padding, as a real prompt has: at 96, with 9 to 20 padding tokens, a padding mask handled
-# wrongly (`mask-inverted`) moved the trained demo less than its calibrated bound. ALOHA's 14 joints (141) would be
-# cut short.
-PI05_PROMPT_LENGTH = 128
+PI05_PROFILE_FILE = CONFIGS_DIR / "profiles" / "tiny_pi05.yaml"
 FULL_PROFILE_FILE = CONFIGS_DIR / "profiles" / "full_pi0.yaml"
 
 
@@ -55,6 +49,23 @@ def load_tiny_profile(profile_path: str | Path | None = None) -> dict:
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"{path}: {error}") from None
     return profile
+
+
+def pi05_profile(profile: dict) -> dict:
+    """A pi0 profile as the tiny pi0.5's: the policy settings of configs/profiles/tiny_pi05.yaml over it (its prompt
+    and image size), validated again. Idempotent: a pi0.5 profile comes back unchanged."""
+    overrides = read_yaml(PI05_PROFILE_FILE, "tiny pi0.5 profile")
+    if not isinstance(overrides, dict) or set(overrides) != {"policy"} or not isinstance(overrides["policy"], dict):
+        raise InputError(f"{PI05_PROFILE_FILE}: needs exactly one section, policy")
+    unknown = sorted(set(overrides["policy"]) - set(profile["policy"]))
+    if unknown:
+        raise InputError(f"{PI05_PROFILE_FILE}: {', '.join(unknown)} not a policy setting of the tiny pi0 profile")
+    merged = {**profile, "policy": {**profile["policy"], **overrides["policy"]}}
+    try:
+        validate_profile(merged)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{PI05_PROFILE_FILE}: {error}") from None
+    return merged
 
 
 def load_full_profile() -> dict:
@@ -107,12 +118,10 @@ def tiny_pi0_config(profile: dict, dtype: str = "float32", device: str = "cpu", 
 
 
 def tiny_pi05_config(profile: dict, dtype: str = "float32", device: str = "cpu"):
-    """A PI05Config at a pi0 profile's settings, its prompt PI05_PROMPT_LENGTH long (it holds the discretised state)."""
+    """A PI05Config at a profile's settings with tiny_pi05.yaml's over them (`pi05_profile`)."""
     from lerobot.policies.pi05 import PI05Config
 
-    config = tiny_pi0_config(profile, dtype=dtype, device=device, config_class=PI05Config)
-    config.tokenizer_max_length = PI05_PROMPT_LENGTH
-    return config
+    return tiny_pi0_config(pi05_profile(profile), dtype=dtype, device=device, config_class=PI05Config)
 
 
 def build_tiny_policy(profile: dict, seed: int = 0, dtype: str = "float32", device: str = "cpu", pi05: bool = False):

@@ -22,13 +22,11 @@ def tiny_profile_path(policy_type: str) -> Path:
 
 def load_policy_profile(policy_type: str) -> dict:
     """configs/profiles/tiny_<type>.yaml (pi0's validated against what its code can run)."""
-    if policy_type in ("pi0", "pi05"):  # pi0.5 is pi0's architecture: the same sizes, a longer prompt
-        from verify_ate.verify.model.tiny import PI05_PROMPT_LENGTH, load_tiny_profile
+    if policy_type in ("pi0", "pi05"):  # pi0.5 is pi0's architecture: the same sizes
+        from verify_ate.verify.model.tiny import load_tiny_profile, pi05_profile
 
         profile = load_tiny_profile()
-        if policy_type == "pi05":  # named in the profile, so a trained pi0.5's identity holds it
-            profile["policy"] = {**profile["policy"], "tokenizer_max_length": PI05_PROMPT_LENGTH}
-        return profile
+        return pi05_profile(profile) if policy_type == "pi05" else profile
     path = tiny_profile_path(policy_type)
     profile = read_yaml(path, f"tiny {policy_type} profile")
     if not isinstance(profile, dict) or not {"policy", "features"} <= set(profile):
