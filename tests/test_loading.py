@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, run_side, tiny_checkpoint
+from conftest import run_cli, run_process, run_side, tiny_checkpoint
 
 from verify_ate.verify.model.weights import CHUNK_BYTES
 
@@ -210,9 +210,14 @@ def test_checkpoint_hash_is_cached_while_paths_sizes_and_times_stay(tmp_path):
 
 @pytest.mark.slow
 def test_a_bfloat16_side_takes_bfloat16_memory(mid_checkpoint, demo_dataset, tmp_path):
+    """Each side in a fresh process: in the test worker, memory other tests freed is reused by the next load, so its
+    resident size grows by less than the model (seen: 961 MiB for 1111 MiB of float32 weights)."""
     added = {}
     for dtype in ("float32", "bfloat16"):
-        result = run_side(mid_checkpoint, demo_dataset, tmp_path / f"{dtype}.npz", "--dtype", dtype)
+        result = run_process(
+            "run", "--checkpoint", mid_checkpoint, "--dataset", demo_dataset, "--iters", "0", "--quiet",
+            "--save", tmp_path / f"{dtype}.npz", "--dtype", dtype,
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
         load = meta_of(tmp_path / f"{dtype}.npz")["load"]
         assert load["host_peak_is_lifetime"] is False
