@@ -245,15 +245,9 @@ def build_skeleton_with(config: Any, architecture: contextlib.AbstractContextMan
 def _paligemma_policy_class(config: Any) -> Any:
     """PI0Policy, or PI05Policy for a pi0.5 config: the two are built and loaded the same way."""
     from lerobot.policies.pi0 import PI0Policy
-    from lerobot.policies.pi05 import PI05Policy
+    from lerobot.policies.pi05 import PI05Config, PI05Policy
 
-    return PI05Policy if _is_pi05(config) else PI0Policy
-
-
-def _is_pi05(config: Any) -> bool:
-    from lerobot.policies.pi05 import PI05Config
-
-    return isinstance(config, PI05Config)
+    return PI05Policy if isinstance(config, PI05Config) else PI0Policy
 
 
 def materialise(policy: Any, buffers: dict, device: Any) -> None:
@@ -284,7 +278,7 @@ def tensor_sources(policy: Any, weights: CheckpointWeights, strict: bool) -> Wei
     does not have."""
     state = policy.state_dict(keep_vars=True)
     where = weights.files[0] if len(weights.files) == 1 else weights.folder
-    plan = weight_sources(weights.tensors, state, where, "pi05" if _is_pi05(policy.config) else "pi0")
+    plan = weight_sources(weights.tensors, state, where, policy.config.type)  # lerobot's registry name
     sources = plan.sources
     wrong = [key for key, file_key in sources.items() if weights.tensors[file_key].shape != tuple(state[key].shape)]
     if wrong:
